@@ -1,0 +1,272 @@
+"""The typed configuration of a raycad run.
+
+One `FinetuneConfig` object is built once (from a YAML/JSON file, CLI flags and ``--set key=value``
+overrides), validated here, and then handed unchanged from the CLI to the Ray job, to the `TorchTrainer`
+and into every train worker. Nothing downstream re-parses strings: code reads typed attributes.
+
+Other run kinds (a tuning sweep, a HealthOmics import, a SageMaker launch) define their own top-level
+config classes on the same `Config` base so they load, override and save the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the source and the field."""
+
+
+class Config(BaseModel):
+    """Base of every raycad config: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    # ---- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], source: str = "<dict>") -> C:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"invalid {cls.__name__} from {source}:\n{err}") from None
+
+    @classmethod
+    def from_file(cls: type[C], path: str | Path) -> C:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot parse config file {path}: {err}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
+             **fields: Any) -> C:
+        """File (optional) -> ``fields`` (dotted keys allowed, None values ignored) -> ``key=value`` overrides."""
+        data = cls.from_file(path).to_dict() if path else {}
+        for key, value in fields.items():
+            if value is not None:
+                _set_dotted(data, key.replace("__", "."), value)
+        for item in overrides or []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-3)")
+            _set_dotted(data, key.strip(), _parse_value(raw))
+        return cls.from_dict(data, source=str(path) if path else "<overrides>")
+
+    def with_overrides(self: C, overrides: list[str] | dict[str, Any]) -> C:
+        """A copy with dotted-key overrides applied, e.g. ``{"optim.lr": 1e-3}`` or ``["optim.lr=1e-3"]``."""
+        data = self.to_dict()
+        items = overrides.items() if isinstance(overrides, dict) else (
+            (k.strip(), _parse_value(v)) for k, _, v in (o.partition("=") for o in overrides))
+        for key, value in items:
+            _set_dotted(data, key, value)
+        return type(self).from_dict(data, source="<overrides>")
+
+    # ---- output --------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        else:
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+def _parse_value(raw: str) -> Any:
+    """``"1e-3"`` -> 0.001, ``"[4, 8]"`` -> [4, 8], ``"true"`` -> True, anything else stays a string."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+# ================================================================================================================
+# Fine-tuning
+# ================================================================================================================
+
+
+class ModelSection(Config):
+    """Which Caduceus to fine-tune."""
+
+    pretrained: str | None = None
+    """Local directory (config.json + model.safetensors) or Hugging Face repo id; None = random init."""
+    preset: str = "caduceus-ps-1k-d128-l4"
+    """Named shape (see `raycad.model.PRESETS`) used for random init when `pretrained` is None."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """CaduceusConfig fields to change on top of the preset / checkpoint config (e.g. {"n_layer": 2})."""
+    gradient_checkpointing: bool = False
+
+
+class HeadSection(Config):
+    """Classification head on top of the backbone."""
+
+    pooling: Literal["mean", "max", "first", "last"] = "mean"
+    hidden_sizes: list[int] = Field(default_factory=list)
+    """Empty = the paper's single linear layer; otherwise an MLP with these hidden sizes."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    activation: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
+    conjoin_train: bool = False
+    """Train on both strands and average their logits (post-hoc conjoining at train time)."""
+    conjoin_eval: bool = False
+    """Evaluate on both strands and average their logits (Caduceus-Ph); PS models are already RC-invariant."""
+
+
+class PeftSection(Config):
+    """Parameter-efficient fine-tuning. With method "lora" only adapters and the head are trained."""
+
+    method: Literal["none", "lora"] = "none"
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["in_proj", "x_proj", "dt_proj", "out_proj"])
+
+
+class OptimSection(Config):
+    """AdamW."""
+
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+class ScheduleSection(Config):
+    """Learning-rate schedule: linear warmup then cosine decay to ``min_lr_ratio * lr`` (or constant)."""
+
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    """Fraction of all optimizer steps spent warming up."""
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class DataSection(Config):
+    """Where sequences come from and how they become token batches."""
+
+    task: str | None = None
+    """A Genomic Benchmarks task name or alias; None with no `train` URI = the bundled demo data."""
+    train: str | None = None
+    """URI of a user's training data: local path, glob, s3://..., healthomics://..., or a HF dataset dir."""
+    validation: str | None = None
+    """Validation data; None = a stratified `val_fraction` split of `train`."""
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "parquet", "fasta", "fastq", "bam", "hf"] = "auto"
+    sequence_column: str = "sequence"
+    label_column: str = "label"
+    class_names: list[str] | None = None
+    """Class names in label-id order; string labels (and FASTA/FASTQ file stems) map through this."""
+    label_from: Literal["auto", "file", "header", "manifest", "column"] = "auto"
+    manifest: str | None = None
+    max_length: int | None = None
+    """Token length; None = the task's published max_length (or the longest sequence of a user's data)."""
+    padding: Literal["max_length", "longest"] = "max_length"
+    truncation: Literal["left", "right", "center"] = "right"
+    """Which part of an over-long sequence to keep: left keeps the start, right the end, center the middle."""
+    invalid_chars: Literal["unk", "n", "reject"] = "unk"
+    """Characters outside ACGTN: map to [UNK], map to N, or reject the record."""
+    bad_records: Literal["error", "skip"] = "error"
+    """Malformed records (empty, unknown label, ...): raise naming file+record, or skip and count."""
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    rc_augment: float = Field(0.5, ge=0, le=1)
+    """Probability of reverse-complementing a training sequence."""
+    limit: int | None = Field(None, ge=1)
+    """Keep at most this many records per split (smoke tests, quick sweeps)."""
+    s3_endpoint: str | None = None
+    """Endpoint override for S3-compatible stores (MinIO, moto); credentials come from the AWS chain."""
+    s3_region: str | None = None
+
+
+class TrainSection(Config):
+    """The optimisation loop."""
+
+    batch_size: int = Field(32, ge=1)
+    """Global batch size (all workers, one optimizer step before accumulation): each worker gets its share."""
+    eval_batch_size: int = Field(128, ge=1)
+    epochs: int = Field(3, ge=1)
+    grad_clip: float | None = 1.0
+    grad_accum: int = Field(1, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """bf16/fp16 autocast applies on GPU only; CPU runs fp32."""
+    early_stopping_metric: str = "val_accuracy"
+    early_stopping_mode: Literal["max", "min"] = "max"
+    patience: int | None = None
+    """Stop after this many epochs without improvement of the metric; None = never."""
+    seed: int = 0
+    torch_threads: int | None = None
+    """torch.set_num_threads per worker; None = CPUs assigned to the worker."""
+
+
+class ScalingSection(Config):
+    """How many Ray Train workers and what each gets."""
+
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+
+
+class RunSection(Config):
+    """Where results and checkpoints go."""
+
+    name: str | None = None
+    """Run name; None = derived from the task and a timestamp."""
+    output_dir: str = "raycad_runs"
+    """Local directory for results.json, metrics.csv, plots and the exported model (under <output_dir>/<name>)."""
+    storage_path: str | None = None
+    """Ray Train storage for checkpoints (local path or s3://); None = <output_dir>/<name>/ray."""
+    max_failures: int = Field(0, ge=-1)
+    checkpoints_to_keep: int = Field(2, ge=1)
+    export_model: bool = True
+
+
+class FinetuneConfig(Config):
+    """Everything a fine-tuning run needs; the single object passed CLI -> job -> trainer -> train loop."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    head: HeadSection = Field(default_factory=HeadSection)
+    peft: PeftSection = Field(default_factory=PeftSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneConfig":
+        if self.train.batch_size % self.scaling.num_workers:
+            raise ValueError(
+                f"train.batch_size={self.train.batch_size} is not divisible by "
+                f"scaling.num_workers={self.scaling.num_workers} (batch_size is the global batch)")
+        return self
