@@ -186,13 +186,21 @@ class DataSection(Config):
     label_column: str = "label"
     class_names: list[str] | None = None
     """Class names in label-id order; string labels (and FASTA/FASTQ file stems) map through this."""
-    label_from: Literal["auto", "file", "header", "manifest", "column"] = "auto"
+    label_from: Literal["auto", "file", "header", "manifest", "column", "tag"] = "auto"
+    """Where labels come from: table column, FASTA/FASTQ header ``label=``, file layout (class = parent folder
+    or file stem), manifest, or a BAM tag; "auto" uses the record's own label, else the file layout."""
     manifest: str | None = None
+    """CSV/TSV of ``path,label`` (labels whole files) or ``id,label`` (labels records)."""
+    label_tag: str = "LB"
+    """BAM/CRAM: the read tag (or field of the read's @RG header line, e.g. LB, SM) that holds the label."""
+    cram_reference: str | None = None
+    """Reference FASTA for decoding CRAM files."""
     max_length: int | None = None
     """Token length; None = the task's published max_length (or the longest sequence of a user's data)."""
     padding: Literal["max_length", "longest"] = "max_length"
     truncation: Literal["left", "right", "center"] = "right"
-    """Which part of an over-long sequence to keep: left keeps the start, right the end, center the middle."""
+    """Where an over-long sequence is cut (Hugging Face ``truncation_side``): "right" cuts the end and keeps the
+    start (the paper's pipeline), "left" keeps the end, "center" cuts both ends equally and keeps the middle."""
     invalid_chars: Literal["unk", "n", "reject"] = "unk"
     """Characters outside ACGTN: map to [UNK], map to N, or reject the record."""
     bad_records: Literal["error", "skip"] = "error"

@@ -1,0 +1,272 @@
+"""From a `FinetuneConfig` to tokenized Ray Datasets (`prepare_datasets`) and to torch batches on a train
+worker (`iter_batches`).
+
+Where the sequences come from, in order of precedence:
+
+1. ``data.train`` (a URI: local path, glob, ``s3://``, ``healthomics://``, a Hugging Face dataset directory)
+   read by `raycad.data.sources.read_sequences`; ``data.validation`` / ``data.test`` likewise. With
+   ``data.task`` also set, the task gives class names and ``max_length`` (a local copy of a benchmark).
+2. ``data.task`` alone: the Genomic Benchmarks task's Hugging Face dataset (needs the hub).
+3. Neither: the bundled demo, a stratified 80/10/10 split of the published *test* split of
+   human_nontata_promoters (so its numbers are not comparable to published results).
+
+Without a validation source, validation is a seeded stratified ``data.val_fraction`` split of train.
+Everything stays lazy: the driver runs at most small aggregations (label cut-offs for the split, the
+longest sequence when no ``max_length`` is known, and `PreparedData.report`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ray.data.collate_fn import NumpyBatchCollateFn
+
+from raycad.config import ConfigError, FinetuneConfig
+from raycad.data import preprocess
+from raycad.data.tasks import TaskInfo, get_task
+from raycad.model.tokenizer import PAD_ID, reverse_complement_ids
+
+if TYPE_CHECKING:
+    import ray.data
+    import torch
+
+BUNDLED_DEMO = Path(__file__).resolve().parent / "bundled" / "human_nontata_promoters.parquet"
+DEMO_TASK = "human_nontata_promoters"
+DEMO_NOTE = ("bundled demo: a stratified 80/10/10 split of the published TEST split of Genomic Benchmarks "
+             "human_nontata_promoters; accuracies are not comparable to published results")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class PreparedData:
+    """Tokenized, lazy Ray Datasets per split plus what the model and the reports need to know."""
+
+    datasets: dict[str, ray.data.Dataset]
+    """"train", "validation" and (when there is test data) "test": rows ``input_ids`` (uint8 [max_length],
+    left-padded), ``label`` (int64) and ``key`` (uint64, drives the seeded augmentation)."""
+    class_names: list[str]
+    max_length: int
+    source: str
+    """Where the data came from, in words."""
+    task: TaskInfo | None = None
+    note: str = ""
+    tokenized: dict[str, ray.data.Dataset] = field(default_factory=dict, repr=False)
+    """Per split, every record with its ``status`` (empty, or why it is skipped): what `report` counts."""
+    skips: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Per split, the `raycad.data.sources.SkipCounter` of records the readers dropped (bad_records=skip)."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def report(self) -> dict[str, Any]:
+        """Records per split, skipped records by reason, truncated records and invalid characters.
+
+        Executes one counting pass over all splits.
+        """
+        names = list(self.tokenized)
+        tagged = [ds.map_batches(preprocess.summarize, batch_format="pyarrow", fn_kwargs={"split": name})
+                  for name, ds in self.tokenized.items()]
+        rows = tagged[0].union(*tagged[1:]).take_all() if tagged else []  # one pass over every split
+        splits: dict[str, Any] = {}
+        for name in names:
+            # The readers' own skip counts are complete once the pass above has run.
+            read_skips = self.skips[name].report() if name in self.skips else None
+            skipped: dict[str, int] = dict(read_skips.by_reason) if read_skips else {}
+            splits[name] = {"records": 0, "skipped": skipped, "truncated": 0, "invalid_characters": 0,
+                            "skipped_examples": list(read_skips.examples) if read_skips else []}
+        for row in rows:
+            entry = splits[row["split"]]
+            if row["status"] == "":
+                entry["records"] += int(row["records"])
+                entry["truncated"] += int(row["truncated"])
+            else:
+                entry["skipped"][row["status"]] = entry["skipped"].get(row["status"], 0) + int(row["records"])
+            entry["invalid_characters"] += int(row["invalid_characters"])
+        return {"source": self.source, "note": self.note, "class_names": list(self.class_names),
+                "max_length": self.max_length, "splits": splits}
+
+
+# ---- prepare -----------------------------------------------------------------------------------------------------
+def prepare_datasets(cfg: FinetuneConfig) -> PreparedData:
+    """Resolve the data sources of ``cfg.data``, split, tokenize; returns lazy datasets (see module doc)."""
+    data = cfg.data
+    task = get_task(data.task) if data.task else None
+    raw, source_classes, skips, source, note = _read_sources(cfg, task)
+    known = task or (get_task(DEMO_TASK) if source.startswith("bundled:") else None)
+    class_names = list(data.class_names or (known.class_names if known else None) or source_classes
+                       or _infer_class_names(raw))
+    if task and data.class_names and len(data.class_names) != task.num_classes:
+        raise ConfigError(f"data.class_names has {len(data.class_names)} names but task {task.name} has "
+                          f"{task.num_classes} classes {list(task.class_names)}")
+
+    keyed = {name: ds.map_batches(preprocess.add_keys, batch_format="pyarrow") for name, ds in raw.items()}
+    if "validation" not in keyed:
+        if data.val_fraction <= 0:
+            raise ConfigError("no validation data: set data.validation or data.val_fraction > 0")
+        keyed["train"], keyed["validation"] = preprocess.split_train_validation(
+            keyed["train"], data.val_fraction, cfg.train.seed, len(class_names))
+    if data.limit:
+        keyed = {name: ds.limit(data.limit) for name, ds in keyed.items()}
+
+    max_length = data.max_length or (known.max_length if known else None) or _longest(keyed)
+    options = {"max_length": max_length, "truncation": data.truncation, "invalid_chars": data.invalid_chars,
+               "bad_records": data.bad_records, "class_names": class_names}
+    tokenized = {
+        name: ds.map_batches(preprocess.tokenize_batch, batch_format="pyarrow",
+                             fn_kwargs={**options, "source": f"{source} [{name}]"})
+        for name, ds in keyed.items()
+    }
+    datasets = {name: preprocess.usable(tokenized[name]) for name in SPLITS if name in tokenized}
+    return PreparedData(datasets=datasets, class_names=class_names, max_length=int(max_length), source=source,
+                        task=task, note=note, tokenized={n: tokenized[n] for n in datasets}, skips=skips)
+
+
+def _read_sources(cfg: FinetuneConfig, task: TaskInfo | None) -> tuple[dict[str, Any], list[str] | None,
+                                                                      dict[str, Any], str, str]:
+    """Raw datasets per split (``sequence``, ``label``, ``id``), class names the sources imply (file layout),
+    a skip counter per split for records the readers drop, a description and a note."""
+    import ray.data
+    from ray.data.expressions import col
+
+    data = cfg.data
+    if not data.train and task is None:
+        if not BUNDLED_DEMO.is_file():
+            raise FileNotFoundError(f"bundled demo data missing from the installed package: {BUNDLED_DEMO}")
+        demo = ray.data.read_parquet(str(BUNDLED_DEMO)).select_columns(["id", "sequence", "label", "split"])
+        raw = {name: demo.filter(expr=col("split") == name).drop_columns(["split"]) for name in SPLITS}
+        return raw, None, {}, f"bundled:{BUNDLED_DEMO.name}", DEMO_NOTE
+
+    from raycad.data.sources import SkipCounter, dataset_from_plan, options_from_config, plan_sources
+
+    if data.train:
+        uris = {"train": data.train, "validation": data.validation, "test": data.test}
+        source = data.train
+    else:  # a benchmark task from the Hugging Face hub
+        data = data.model_copy(update={"format": "hf"})
+        uris = {"train": task.hf_id, "validation": None, "test": task.hf_id}
+        source = f"huggingface:{task.hf_id}"
+    if task is not None:
+        data = data.model_copy(update={"class_names": data.class_names or list(task.class_names)})
+
+    if str(uris["train"]).startswith("healthomics://"):  # read sets, streamed by raycad.data.healthomics
+        from raycad.data.sources import read_sequences
+
+        raw = {name: read_sequences(uri, data, split=name) for name, uri in uris.items() if uri}
+        return raw, data.class_names, {}, source, ""
+    plans = {"train": plan_sources(uris["train"], split="train", **options_from_config(data))}
+    class_names = data.class_names or plans["train"].class_names
+    if class_names:  # the other splits map labels exactly like train
+        data = data.model_copy(update={"class_names": list(class_names)})
+    for name in ("validation", "test"):
+        if uris[name]:
+            plans[name] = plan_sources(uris[name], split=name, **options_from_config(data))
+    if "test" not in plans and task is not None and data.train:
+        test_plan = _split_of(data.train, "test", options_from_config(data))
+        if test_plan is not None and not {f.path for f in test_plan.files} & {f.path for f in plans["train"].files}:
+            plans["test"] = test_plan
+    skips = {name: SkipCounter() for name in plans}
+    raw = {name: dataset_from_plan(plan, skips=skips[name]) for name, plan in plans.items()}
+    return raw, class_names, skips, source, ""
+
+
+def _split_of(uri: str, split: str, options: dict[str, Any]) -> Any:
+    """The plan of ``split`` inside a dataset directory, or None when it has no such split."""
+    from raycad.data.sources import SourceError, plan_sources
+
+    try:
+        return plan_sources(uri, split=split, **options)
+    except SourceError:
+        return None
+
+
+def _infer_class_names(raw: dict[str, Any]) -> list[str]:
+    """Class names "0".."k" from the integer labels of the train split (one aggregation pass)."""
+    highest = raw["train"].max("label")
+    if highest is None:
+        raise ConfigError("cannot infer the classes: the training data has no labels; set data.class_names")
+    if not isinstance(highest, (int, np.integer)):
+        raise ConfigError(f"labels are {type(highest).__name__}s, not integer ids: set data.class_names")
+    return [str(i) for i in range(int(highest) + 1)]
+
+
+def _longest(keyed: dict[str, Any]) -> int:
+    """The longest sequence (in tokens) of all splits: the default ``max_length`` of a user's data."""
+    longest = max((ds.map_batches(preprocess.longest_sequence, batch_format="pyarrow").max("length") or 0)
+                  for ds in keyed.values())
+    if longest <= 0:
+        raise ConfigError("the data holds no sequences (every record is empty)")
+    return int(longest)
+
+
+# ---- batches -----------------------------------------------------------------------------------------------------
+class BatchCollator(NumpyBatchCollateFn):
+    """Numpy rows -> ``{"input_ids": LongTensor [B, L] or [B, L, 2], "labels": LongTensor [B]}``.
+
+    Args:
+        rc_prob: probability of reverse-complementing each record (padding stays on the left); the choice
+            is a pure function of the record's ``key`` and ``salt``, so it does not depend on batch order.
+        salt: integers mixed into the choice, e.g. (seed, epoch, seed_offset).
+        conjoin: stack [forward, reverse complement] as the last axis.
+        pad_to_longest: drop leading columns that are padding in every row of the batch.
+    """
+
+    def __init__(self, rc_prob: float = 0.0, salt: tuple[int, ...] = (0,), conjoin: bool = False,
+                 pad_to_longest: bool = False) -> None:
+        super().__init__()
+        self.rc_prob = float(rc_prob)
+        self.salt = tuple(int(s) for s in salt)
+        self.conjoin = conjoin
+        self.pad_to_longest = pad_to_longest
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        import torch
+
+        ids = np.asarray(batch["input_ids"], dtype=np.int64)
+        if self.pad_to_longest and ids.size:
+            longest = int((ids != PAD_ID).sum(axis=1).max())
+            ids = ids[:, ids.shape[1] - max(longest, 1):]
+        if self.rc_prob > 0 and len(ids):
+            flip = preprocess.uniform_from_keys(batch["key"], *self.salt) < self.rc_prob
+            if flip.any():
+                ids[flip] = reverse_complement_ids(ids[flip], padding_side="left")
+        if self.conjoin:
+            ids = preprocess.conjoin(ids)
+        return {"input_ids": torch.from_numpy(np.ascontiguousarray(ids)),
+                "labels": torch.from_numpy(np.array(batch["label"], dtype=np.int64))}
+
+
+def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int = 0) -> BatchCollator:
+    """The collator a split gets: RC augmentation on train only; conjoined per ``head.conjoin_*``."""
+    train = split == "train"
+    return BatchCollator(
+        rc_prob=cfg.data.rc_augment if train else 0.0,
+        salt=(cfg.train.seed, epoch, seed_offset, 0xA11),
+        conjoin=cfg.head.conjoin_train if train else cfg.head.conjoin_eval,
+        pad_to_longest=cfg.data.padding == "longest",
+    )
+
+
+def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, epoch: int,
+                 seed_offset: int = 0, device: Any = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard(split)``) or a Dataset.
+
+    The train split is shuffled through a local buffer and reverse-complement augmented, both seeded by
+    ``(cfg.train.seed, epoch, seed_offset)``; other splits come in order, unaugmented. ``device=None``
+    lets Ray pick the worker's device.
+    """
+    train = split == "train"
+    shuffle = {}
+    if train:
+        salt = int(preprocess.seed_mix(cfg.train.seed, epoch, seed_offset, 0x5F1) % (1 << 31))
+        shuffle = {"local_shuffle_buffer_size": max(4 * batch_size, 1024), "local_shuffle_seed": salt}
+    yield from shard.iter_torch_batches(
+        batch_size=batch_size,
+        collate_fn=make_collator(cfg, split, epoch, seed_offset),
+        device=device if device is not None else "auto",
+        **shuffle,
+    )

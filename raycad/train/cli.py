@@ -1,0 +1,147 @@
+"""``raycad finetune``, ``raycad evaluate`` and ``raycad predict``.
+
+- ``raycad finetune [TASK_OR_URI]``: with no argument, fine-tunes on the bundled demo data (2 CPU workers);
+  a Genomic Benchmarks task name/alias sets ``data.task``, anything else is a training-data URI
+  (``data.train``). ``--config``, ``--set key=value``, ``--workers``, ``--gpu``, ``--output``, ``--epochs``.
+- ``raycad evaluate MODEL_DIR [DATA]``: metrics of an exported model (or a training checkpoint directory)
+  on labeled data: a task, a URI, or (omitted) the bundled demo's test split.
+- ``raycad predict MODEL_DIR INPUT -o OUT.csv``: class probabilities for every record of a FASTA/FASTQ or
+  CSV/TSV/Parquet file, in input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from raycad.cli import add_config_args, config_from_args
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune Caduceus on Ray Train (default: the bundled demo)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", nargs="?", metavar="TASK_OR_URI",
+                   help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
+    add_config_args(p)
+    p.add_argument("--workers", type=int, help="number of Ray Train workers (scaling.num_workers)")
+    p.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (scaling.use_gpu)")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+    p.add_argument("--output", "-o", metavar="DIR", help="run.output_dir")
+    p.add_argument("--name", help="run.name (re-using a name resumes that run from its last checkpoint)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a private local Ray)")
+    p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model on labeled data")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="exported model directory or training checkpoint")
+    p.add_argument("data", nargs="?", metavar="DATA", help="task name/alias or data URI; omitted = bundled demo")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                   help="split to score for the demo or a task (a URI is scored whole)")
+    add_config_args(p)
+    p.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("predict", help="class probabilities for sequences in a FASTA/FASTQ/CSV file")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="exported model directory")
+    p.add_argument("input", metavar="FASTA_OR_CSV")
+    p.add_argument("--output", "-o", required=True, metavar="OUT.csv")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--sequence-column", default="sequence")
+    p.add_argument("--id-column", default="id")
+    p.set_defaults(func=_predict)
+
+
+def _data_fields(arg: str | None) -> dict[str, Any]:
+    """A positional TASK_OR_URI -> config fields (data.task for a known task, else data.train)."""
+    if not arg:
+        return {}
+    from raycad.config import ConfigError
+    from raycad.data import get_task
+
+    try:
+        return {"data.task": get_task(arg).name}
+    except (ConfigError, KeyError, ValueError):
+        return {"data.train": arg}
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from raycad.config import FinetuneConfig
+    from raycad.runtime import init_ray
+
+    fields = {**_data_fields(args.data), "scaling.num_workers": args.workers, "scaling.use_gpu": args.gpu,
+              "train.epochs": args.epochs, "run.output_dir": args.output, "run.name": args.name}
+    cfg = config_from_args(FinetuneConfig, args, **fields)
+    init_ray(args.address)
+    from raycad.train.trainer import finetune
+
+    finetune(cfg)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from raycad.config import FinetuneConfig
+    from raycad.runtime import console, init_ray
+    from raycad.train.checkpoint import STATE_NAME, load_exported, load_model_from_checkpoint
+    from raycad.train.report import metrics_table
+    from raycad.train.trainer import evaluate_model
+
+    model_dir = Path(args.model_dir)
+    if (model_dir / STATE_NAME).is_file():
+        model, state = load_model_from_checkpoint(model_dir)
+        base = state["config"]
+        class_names, max_length = state.get("class_names"), state.get("max_length")
+    else:
+        model, meta = load_exported(model_dir)
+        base = meta.get("config") or {}
+        class_names, max_length = meta.get("class_names"), meta.get("max_length")
+    cfg = FinetuneConfig.from_dict(base, source=str(model_dir)) if base else FinetuneConfig()
+    data: dict[str, Any] = {"task": None, "train": None, "validation": None, "test": None, "limit": None}
+    split = args.split
+    fields = _data_fields(args.data)
+    if "data.task" in fields:
+        data["task"] = fields["data.task"]
+    elif "data.train" in fields:  # score the whole file: it serves as every split, only "test" is read
+        data.update(train=args.data, validation=args.data, test=args.data)
+        split = "test"
+    data.update(class_names=class_names, max_length=max_length)
+    if args.config:
+        cfg = FinetuneConfig.from_file(args.config)
+    cfg = cfg.with_overrides({f"data.{k}": v for k, v in data.items()})
+    if args.overrides:
+        cfg = cfg.with_overrides(args.overrides)
+    init_ray()
+    from raycad.data import prepare_datasets
+
+    prepared = prepare_datasets(cfg)
+    if split not in prepared.datasets:
+        raise SystemExit(f"raycad evaluate: the data has no {split!r} split (has {sorted(prepared.datasets)})")
+    start = time.perf_counter()
+    metrics = evaluate_model(model, cfg, prepared.datasets[split], split, prepared.num_classes)
+    console.print(metrics_table(metrics, title=f"{model_dir} on {args.data or 'bundled demo'} [{split}]",
+                                class_names=prepared.class_names))
+    console.print(f"{metrics.get(f'{_prefix(split)}n', 0)} records in {time.perf_counter() - start:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def _prefix(split: str) -> str:
+    from raycad.train.trainer import SPLIT_PREFIX
+
+    return SPLIT_PREFIX.get(split, f"{split}_")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from raycad.runtime import console
+    from raycad.train.predict import predict_file
+
+    start = time.perf_counter()
+    frame = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size,
+                         sequence_column=args.sequence_column, id_column=args.id_column)
+    counts = frame["predicted_label"].value_counts().to_dict()
+    console.print(f"{len(frame)} records -> {args.output} in {time.perf_counter() - start:.1f} s; "
+                  f"predicted: {counts}")
+    return 0

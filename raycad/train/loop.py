@@ -1,0 +1,271 @@
+"""The per-worker training function run by Ray Train's `TorchTrainer`, and the pieces it is made of.
+
+`train_loop_per_worker(config)` receives ``{"cfg": FinetuneConfig.to_dict(), "num_classes", "class_names",
+"max_length", "num_train", "cpus_per_worker"}`` and, on every worker:
+
+1. sets torch threads to the worker's CPUs, builds the model (seeded, identical on every rank), applies LoRA,
+   wraps it for DDP with ``ray.train.torch.prepare_model``;
+2. builds AdamW (no weight decay on biases/norms/1-d tensors) and a warmup + cosine schedule;
+3. resumes from ``ray.train.get_checkpoint()`` when Ray restarts the run (after a failure or a re-run of the
+   same run name): weights, optimizer, scheduler, history and early-stopping state continue from the last
+   completed epoch, so no epoch is lost or repeated;
+4. per epoch: trains on its shard (``get_dataset_shard("train")`` through `raycad.data.iter_batches`, the
+   global batch split evenly across workers, gradient accumulation, clipping, bf16/fp16 autocast on GPU),
+   evaluates on its validation shard, all-reduces the metric counts (identical metrics on every rank), and
+   calls ``ray.train.report`` with a checkpoint written by rank 0 only;
+5. stops early when ``cfg.train.early_stopping_metric`` has not improved for ``cfg.train.patience`` epochs.
+
+Rank 0 returns the per-epoch history (`Result.return_value`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from raycad.config import FinetuneConfig
+from raycad.train.metrics import EvalAccumulator
+
+EPOCH_METRICS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "val_mcc", "val_auroc")
+
+
+# ---- optimisation pieces --------------------------------------------------------------------------------------
+
+
+def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay only on matrices (not biases, norms, A_log, D)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and not name.endswith(("A_log", ".D")) else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                             eps=cfg.optim.eps)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float, name: str = "cosine") -> float:
+    """Multiplier of the base LR after ``step`` optimizer steps: linear warmup, then cosine to ``min_lr_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if name == "constant":
+        return 1.0
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = round(cfg.schedule.warmup_ratio * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.schedule.min_lr_ratio, cfg.schedule.name))
+
+
+def steps_per_epoch(num_train: int, num_workers: int, per_worker_batch: int, grad_accum: int) -> int:
+    """Optimizer steps per epoch when each worker gets ``num_train // num_workers`` rows (equal split)."""
+    batches = math.ceil((num_train // num_workers) / per_worker_batch)
+    return max(1, math.ceil(batches / grad_accum))
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on GPU; CPU (and fp32) runs in full precision."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+# ---- evaluation ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], num_classes: int,
+                     device: torch.device, precision: str = "fp32") -> EvalAccumulator:
+    """Run ``model`` over ``batches`` and accumulate this process's metric counts (not yet all-reduced)."""
+    was_training = model.training
+    model.eval()
+    acc = EvalAccumulator(num_classes)
+    for batch in batches:
+        labels = batch["labels"].to(device)
+        with autocast_context(device, precision):
+            logits = model(input_ids=batch["input_ids"].to(device)).logits
+        logits = logits.float()
+        acc.update(logits, labels, torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+    model.train(was_training)
+    return acc
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_backend() == "nccl":
+            tensor = tensor.to(device)
+        torch.distributed.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+# ---- the worker function ---------------------------------------------------------------------------------------
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train worker entry point (see the module docstring). Returns the history on rank 0."""
+    import ray.train
+    import ray.train.torch
+
+    from raycad.data import iter_batches
+    from raycad.train.checkpoint import build_model, load_training_state, save_training_checkpoint
+
+    cfg = FinetuneConfig.from_dict(config["cfg"], source="train_loop_per_worker config")
+    num_classes: int = config["num_classes"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = cfg.train.torch_threads or max(1, round(config.get("cpus_per_worker", 1)))
+    torch.set_num_threads(threads)
+    device = ray.train.torch.get_device()
+    if device.type != "cuda" and cfg.train.precision != "fp32" and rank == 0:
+        _progress(f"train.precision={cfg.train.precision} applies on GPU only; training in fp32 on {device}")
+
+    model = build_model(cfg, num_classes, config.get("class_names"))
+    model = ray.train.torch.prepare_model(model)
+    per_worker_batch = cfg.train.batch_size // world
+    per_worker_eval_batch = max(1, cfg.train.eval_batch_size // world)
+    accum = cfg.train.grad_accum
+    epoch_steps = steps_per_epoch(config["num_train"], world, per_worker_batch, accum)
+    batches_per_epoch = math.ceil((config["num_train"] // world) / per_worker_batch)
+    report_every = max(1, batches_per_epoch // 4)  # progress lines per epoch
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs)
+    use_scaler = device.type == "cuda" and cfg.train.precision == "fp16"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "best": None, "best_epoch": None,
+                             "bad_epochs": 0, "stopped_early": False}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            saved = load_training_state(directory, model=model, optimizer=optimizer, scheduler=scheduler,
+                                        scaler=scaler)
+        state.update({k: saved[k] for k in state})
+        if rank == 0:
+            _progress(f"resumed from {checkpoint.path} after epoch {state['epoch']}")
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
+    model.train()
+    while state["epoch"] < cfg.train.epochs and not state["stopped_early"]:
+        epoch = state["epoch"]
+        start = time.perf_counter()
+        loss_sum, seen, micro = 0.0, 0, 0
+        optimizer.zero_grad(set_to_none=True)
+        batches: Iterator[dict[str, torch.Tensor]] = iter_batches(
+            train_shard, cfg, "train", per_worker_batch, epoch, seed_offset=rank, device=device)
+        for batch in batches:
+            input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+            micro += 1
+            sync = micro % accum == 0
+            no_sync = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            with no_sync:
+                with autocast_context(device, cfg.train.precision):
+                    loss = model(input_ids=input_ids, labels=labels).loss
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            loss_sum += float(loss.detach()) * labels.shape[0]
+            seen += labels.shape[0]
+            if sync:
+                _optimizer_step(optimizer, scheduler, scaler, trainable, cfg.train.grad_clip)
+                state["step"] += 1
+            if rank == 0 and micro % report_every == 0 and micro < batches_per_epoch:
+                elapsed = time.perf_counter() - start
+                _progress(f"epoch {epoch + 1}/{cfg.train.epochs}  {100 * micro // batches_per_epoch:3d}%  "
+                          f"loss {loss_sum / max(seen, 1):.4f}  {world * seen / elapsed:.1f} seq/s")
+        if micro % accum:  # an incomplete accumulation at the end of the epoch still gets applied
+            _optimizer_step(optimizer, scheduler, scaler, trainable, cfg.train.grad_clip)
+            state["step"] += 1
+        train_time = time.perf_counter() - start
+        total_loss, total_seen = _all_reduce_sum([loss_sum, seen], device)
+
+        val = evaluate_batches(model, iter_batches(val_shard, cfg, "validation", per_worker_eval_batch, epoch,
+                                                   seed_offset=rank, device=device),
+                               num_classes, device, cfg.train.precision).all_reduce()
+        val_metrics = val.compute(prefix="val_")
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "lr": scheduler.get_last_lr()[0],
+            "train_loss": total_loss / max(total_seen, 1),
+            "train_samples": int(total_seen),
+            "train_time_s": train_time,
+            "train_sequences_per_s": total_seen / train_time if train_time > 0 else 0.0,
+            "epoch_time_s": time.perf_counter() - start,
+            **{k: v for k, v in val_metrics.items() if not isinstance(v, list)},
+            "val_per_class": {k: val_metrics[f"val_{k}"] for k in ("support", "predicted", "true_positives")},
+        }
+        if metric not in metrics:
+            raise ValueError(f"train.early_stopping_metric={metric!r} is not a reported metric; "
+                             f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+        if is_better(metrics[metric], state["best"], mode):
+            state.update(best=metrics[metric], best_epoch=epoch + 1, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        patience = cfg.train.patience
+        state["stopped_early"] = patience is not None and state["bad_epochs"] >= patience \
+            and epoch + 1 < cfg.train.epochs
+        state["epoch"] = epoch + 1
+        state["history"].append(metrics)
+        if rank == 0:
+            _progress(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
+                      f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy']:.4f}  "
+                      f"val_f1 {metrics['val_f1']:.4f}  val_mcc {metrics['val_mcc']:.4f}  "
+                      f"val_auroc {metrics['val_auroc']:.4f}  {metrics['train_sequences_per_s']:.1f} seq/s  "
+                      f"({metrics['epoch_time_s']:.0f} s)")
+        with tempfile.TemporaryDirectory(prefix="raycad-ckpt-") as tmp:
+            ckpt = None
+            if rank == 0:
+                save_training_checkpoint(tmp, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                         state={**state, "config": cfg.to_dict(), "num_classes": num_classes,
+                                                "class_names": config.get("class_names"),
+                                                "max_length": config.get("max_length")})
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch + 1:04d}")
+        if state["stopped_early"] and rank == 0:
+            _progress(f"early stopping: {metric} has not improved for {patience} epochs "
+                      f"(best {state['best']:.4f} at epoch {state['best_epoch']})")
+    if rank == 0:
+        return {k: state[k] for k in ("history", "best", "best_epoch", "stopped_early", "step")}
+    return None
+
+
+def _progress(message: str) -> None:
+    """One progress line from rank 0 (Ray forwards worker stdout to the driver, prefixed with the worker)."""
+    print(f"[raycad] {message}", flush=True)
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, params: list[torch.Tensor],
+                    grad_clip: float | None) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)

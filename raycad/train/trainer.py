@@ -1,0 +1,309 @@
+"""Driver side of fine-tuning: the `TorchTrainer`, the whole `finetune` run, and checkpoint evaluation.
+
+- `build_trainer(cfg, data, ...)` returns a ready-to-``fit()`` Ray Train V2 `TorchTrainer` running
+  `train_loop_per_worker` on ``data``'s train/validation datasets (split evenly across workers), with
+  `FailureConfig(max_failures)` and a `CheckpointConfig` that keeps the best checkpoints by the validation
+  metric. It has no side effects, so the tune helper can build and fit it inside a Tune trial (with
+  ``callbacks=[TuneReportCallback()]``). Re-fitting a trainer with the same name and storage path resumes
+  the run from its latest checkpoint.
+- `finetune(cfg)` is the whole job: prepare data, fit, evaluate the best checkpoint on the test split
+  (post-hoc RC conjoining when ``cfg.head.conjoin_eval``), write results.json / metrics.csv / the learning
+  curve, and export the fine-tuned model (LoRA merged) as a Hugging Face-style directory.
+- `evaluate_checkpoint(cfg, checkpoint, data)` scores a training checkpoint on one split.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raycad.config import FinetuneConfig
+from raycad.runtime import console, get_logger
+
+if TYPE_CHECKING:
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raycad.data import PreparedData
+
+log = get_logger("raycad.train")
+
+DATA_CPU_RESERVE = 1.0
+"""CPUs left free for Ray Data when Train workers would otherwise take the whole (CPU-only) cluster."""
+
+MATERIALIZE_MAX_RECORDS = 2_000_000
+"""`finetune` keeps tokenized datasets up to this many records (all splits) in the object store."""
+
+SPLIT_PREFIX = {"train": "train_", "validation": "val_", "test": "test_"}
+
+
+@dataclass
+class FinetuneResult:
+    """What `finetune` produced: metrics, the per-epoch history and where everything was written."""
+
+    run_dir: Path
+    test_metrics: dict[str, Any]
+    best_val_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    best_checkpoint: str | None
+    model_dir: Path | None
+    results: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.json"
+
+
+# ---- trainer -----------------------------------------------------------------------------------------------------
+
+
+def resolve_cpus_per_worker(cfg: FinetuneConfig, cluster_cpus: float | None = None) -> float:
+    """``cfg.scaling.cpus_per_worker``, lowered when CPU-only workers would leave Ray Data no CPU at all.
+
+    On a small machine (2 cores, 2 workers) each worker gets a fraction of a CPU so that
+    `DATA_CPU_RESERVE` CPUs stay schedulable for Ray Data's read/tokenize tasks; Ray's CPU resource is
+    logical, so workers still use their torch threads.
+    """
+    cpus = cfg.scaling.cpus_per_worker
+    if cfg.scaling.use_gpu:
+        return cpus
+    if cluster_cpus is None:
+        import ray
+
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    need = cpus * cfg.scaling.num_workers
+    if cluster_cpus and need > cluster_cpus - DATA_CPU_RESERVE:
+        fitted = math.floor(100 * max(cluster_cpus - DATA_CPU_RESERVE, 0.5) / cfg.scaling.num_workers) / 100
+        fitted = max(fitted, 0.01)
+        if fitted < cpus:
+            log.info("cluster has %g CPUs: giving each of %d workers %.2f CPU (not %g) to leave %g for Ray Data",
+                     cluster_cpus, cfg.scaling.num_workers, fitted, cpus, DATA_CPU_RESERVE)
+            return fitted
+    return cpus
+
+
+def _storage(cfg: FinetuneConfig, storage_path: str | None, run_dir: Path) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train; S3 endpoint overrides honour ``cfg.data.s3_*``."""
+    path = storage_path or cfg.run.storage_path or str((run_dir / "ray").resolve())
+    if path.startswith("s3://") and (cfg.data.s3_endpoint or cfg.data.s3_region):
+        import pyarrow.fs
+
+        fs = pyarrow.fs.S3FileSystem(endpoint_override=cfg.data.s3_endpoint, region=cfg.data.s3_region)
+        return path[len("s3://"):], fs
+    if "://" not in path:
+        path = str(Path(path).resolve())
+    return path, None
+
+
+def default_run_name(cfg: FinetuneConfig) -> str:
+    base = cfg.data.task or (Path(cfg.data.train).stem.split(".")[0] if cfg.data.train else "demo")
+    return f"{base}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | None = None,
+                  name: str | None = None, storage_path: str | None = None, num_train: int | None = None,
+                  train_loop=None) -> TorchTrainer:
+    """A Ray Train V2 `TorchTrainer` for ``cfg`` on ``data`` (train + validation), ready to ``fit()``.
+
+    ``num_train`` (the training-set size, for the LR schedule) is counted when not given. ``train_loop``
+    replaces `train_loop_per_worker` (tests use it to inject failures).
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raycad.train.loop import train_loop_per_worker
+
+    for split in ("train", "validation"):
+        if split not in data.datasets:
+            raise ValueError(f"prepared data has no {split!r} split (has {sorted(data.datasets)})")
+    name = name or cfg.run.name or default_run_name(cfg)
+    run_dir = Path(cfg.run.output_dir) / name
+    path, fs = _storage(cfg, storage_path, run_dir)
+    if num_train is None:
+        num_train = data.datasets["train"].count()
+    if num_train < cfg.scaling.num_workers:
+        raise ValueError(f"{num_train} training records cannot be split across {cfg.scaling.num_workers} workers")
+    cpus = resolve_cpus_per_worker(cfg)
+    resources: dict[str, float] = {"CPU": cpus}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = cfg.scaling.gpus_per_worker
+    loop_config = {
+        "cfg": cfg.to_dict(),
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        "max_length": data.max_length,
+        "num_train": int(num_train),
+        "cpus_per_worker": cpus,
+    }
+    return TorchTrainer(
+        train_loop or train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=path,
+            storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.run.checkpoints_to_keep,
+                checkpoint_score_attribute=cfg.train.early_stopping_metric,
+                checkpoint_score_order=cfg.train.early_stopping_mode,
+            ),
+            callbacks=callbacks or None,
+        ),
+        datasets={"train": data.datasets["train"], "validation": data.datasets["validation"]},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train", "validation"]),
+    )
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------------
+
+
+def evaluate_model(model: Any, cfg: FinetuneConfig, dataset: ray.data.Dataset | Any, split: str,
+                   num_classes: int) -> dict[str, Any]:
+    """Metrics of ``model`` on a tokenized dataset (or shard), in this process; keys prefixed per split."""
+    import torch
+
+    from raycad.data import iter_batches
+    from raycad.train.loop import evaluate_batches
+
+    device = torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+    model.to(device)
+    start = time.perf_counter()
+    batches = iter_batches(dataset, cfg, split, cfg.train.eval_batch_size, 0, device=device)
+    acc = evaluate_batches(model, batches, num_classes, device, cfg.train.precision)
+    prefix = SPLIT_PREFIX.get(split, f"{split}_")
+    out = acc.compute(prefix=prefix)
+    out[f"{prefix}eval_time_s"] = time.perf_counter() - start
+    return out
+
+
+def evaluate_checkpoint(cfg: FinetuneConfig, checkpoint: ray.train.Checkpoint | str | os.PathLike,
+                        data: PreparedData | ray.data.Dataset, split: str = "test",
+                        num_classes: int | None = None) -> dict[str, Any]:
+    """Metrics of a training checkpoint on ``split`` (keys prefixed ``test_``/``val_``), computed in this process.
+
+    ``data`` is a `PreparedData` (its ``split`` dataset is used) or a tokenized Ray Dataset. Conjoined (both
+    strands) evaluation follows ``cfg.head.conjoin_eval`` through `raycad.data.iter_batches`.
+    """
+    from raycad.train.checkpoint import load_model_from_checkpoint
+
+    dataset = data.datasets.get(split) if hasattr(data, "datasets") else data
+    if dataset is None:
+        raise ValueError(f"prepared data has no {split!r} split (has {sorted(data.datasets)})")
+    model, state = load_model_from_checkpoint(checkpoint)
+    num_classes = num_classes or getattr(data, "num_classes", None) or state["num_classes"]
+    return evaluate_model(model, cfg, dataset, split, num_classes)
+
+
+# ---- the whole job -----------------------------------------------------------------------------------------------
+
+
+def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict[str, Any]]:
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if m.get(metric) is not None
+                  and not math.isnan(m[metric])]
+    if not candidates:
+        if result.checkpoint is None:
+            raise RuntimeError("training finished without reporting a checkpoint")
+        return result.checkpoint, dict(result.metrics or {})
+    pick = max if mode == "max" else min
+    return pick(candidates, key=lambda cm: (cm[1][metric], -cm[1].get("epoch", 0)))
+
+
+def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
+    """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc)."""
+    from raycad.data import prepare_datasets
+    from raycad.runtime import init_ray
+    from raycad.train import report
+    from raycad.train.checkpoint import export_model, load_model_from_checkpoint
+    from raycad.train.lora import count_parameters
+
+    t0 = time.perf_counter()
+    name = cfg.run.name or default_run_name(cfg)
+    cfg = cfg.with_overrides({"run.name": name})
+    run_dir = Path(cfg.run.output_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    init_ray()
+
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # the epoch lines are the progress display
+    data = prepare_datasets(cfg)
+    data_report = data.report()
+    counts = {name: split["records"] for name, split in data_report["splits"].items()}
+    num_train = counts["train"]
+    if sum(counts.values()) <= MATERIALIZE_MAX_RECORDS:
+        # Small data: tokenize once into the object store instead of re-running the pipeline every epoch.
+        data.datasets = {name: ds.materialize() for name, ds in data.datasets.items()}
+    log.info("data: %s classes %s, max_length %d, %d training records", data.num_classes, data.class_names,
+             data.max_length, num_train)
+    t_fit = time.perf_counter()
+    result = build_trainer(cfg, data, name=name, num_train=num_train).fit()
+    fit_time = time.perf_counter() - t_fit
+    if result.error:
+        raise result.error
+
+    metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
+    best_ckpt, best_metrics = _best_checkpoint(result, metric, mode)
+    returned = result.return_value or {}
+    model, state = load_model_from_checkpoint(best_ckpt, merge=False)
+    history = returned.get("history") or state["history"]
+    trainable, total = count_parameters(model)
+
+    test_split = "test" if "test" in data.datasets else "validation"
+    if test_split != "test":
+        log.warning("no test split: reporting the best checkpoint's metrics on the validation split")
+    t_test = time.perf_counter()
+    test_metrics = evaluate_checkpoint(cfg, best_ckpt, data, split=test_split)
+    test_time = time.perf_counter() - t_test
+
+    model_dir = None
+    meta = {"class_names": list(data.class_names), "max_length": data.max_length, "task": cfg.data.task,
+            "padding": cfg.data.padding, "truncation": cfg.data.truncation, "conjoin_eval": cfg.head.conjoin_eval,
+            "test_metrics": {k: v for k, v in test_metrics.items() if not isinstance(v, list)},
+            "config": cfg.to_dict()}
+    if cfg.run.export_model:
+        model_dir = export_model(model, run_dir / "model", meta=meta)
+
+    train_samples = sum(h.get("train_samples", 0) for h in history)
+    train_time = sum(h.get("train_time_s", 0.0) for h in history)
+    results = {
+        "run": name,
+        "config": cfg.to_dict(),
+        "data": data_report,
+        "class_names": list(data.class_names),
+        "num_classes": data.num_classes,
+        "max_length": data.max_length,
+        "test_split": test_split,
+        "test_metrics": test_metrics,
+        "best_epoch": best_metrics.get("epoch"),
+        "best_validation_metrics": best_metrics,
+        "epochs_run": len(history),
+        "stopped_early": bool(returned.get("stopped_early", False)),
+        "history": history,
+        "parameters": {"trainable": trainable, "total": total},
+        "timings": {"total_s": time.perf_counter() - t0, "fit_s": fit_time, "test_eval_s": test_time,
+                    "train_s": train_time},
+        "train_sequences_per_s": train_samples / train_time if train_time else None,
+        "scaling": {"num_workers": cfg.scaling.num_workers, "use_gpu": cfg.scaling.use_gpu,
+                    "cpus_per_worker": resolve_cpus_per_worker(cfg)},
+        "best_checkpoint": best_ckpt.path,
+        "ray_run_path": result.path,
+        "model_dir": str(model_dir) if model_dir else None,
+    }
+    report.write_results(run_dir, results)
+    report.write_metrics_csv(run_dir / "metrics.csv", history)
+    report.plot_learning_curve(run_dir / "learning_curve.png", history, metric=metric)
+    if show:
+        console.print(report.results_table(results))
+        console.print(f"results: {run_dir / 'results.json'}" + (f"   model: {model_dir}" if model_dir else ""))
+    return FinetuneResult(run_dir=run_dir, test_metrics=test_metrics, best_val_metrics=best_metrics,
+                          history=history, best_checkpoint=best_ckpt.path, model_dir=model_dir, results=results)

@@ -1,0 +1,248 @@
+"""Unit tests of raycad.train pieces that need no Ray cluster: metrics, LR schedule, LoRA wiring, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from raycad.config import FinetuneConfig, PeftSection
+from raycad.train.checkpoint import load_training_state, read_state, save_training_checkpoint
+from raycad.train.lora import apply_lora, count_parameters, lora_layers, merge_lora
+from raycad.train.loop import build_optimizer, build_scheduler, is_better, lr_factor, steps_per_epoch
+from raycad.train.metrics import EvalAccumulator, metrics_from_confusion
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_metrics_match_sklearn(num_classes: int) -> None:
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+
+    gen = torch.Generator().manual_seed(num_classes)
+    labels = torch.randint(0, num_classes, (500,), generator=gen)
+    logits = torch.randn(500, num_classes, generator=gen) + 1.5 * nn.functional.one_hot(labels, num_classes)
+    # two "workers" accumulate halves; summing their states equals one pass over everything
+    a, b, whole = (EvalAccumulator(num_classes) for _ in range(3))
+    a.update(logits[:200], labels[:200])
+    b.update(logits[200:], labels[200:])
+    whole.update(logits, labels)
+    a.confusion += b.confusion
+    a.hist += b.hist
+    a.loss_sum += b.loss_sum
+    got, ref = a.compute(prefix="val_"), whole.compute(prefix="val_")
+    assert got.pop("val_loss") == pytest.approx(ref.pop("val_loss"), rel=1e-6)  # float32 partial sums
+    assert got == ref
+    got["val_loss"] = float(a.loss_sum) / 500
+
+    y, p = labels.numpy(), logits.softmax(1).numpy()
+    pred = p.argmax(1)
+    assert got["val_n"] == 500
+    assert got["val_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert got["val_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    assert got["val_mcc"] == pytest.approx(matthews_corrcoef(y, pred), abs=1e-12)
+    auroc = roc_auc_score(y, p[:, 1]) if num_classes == 2 else roc_auc_score(y, p, multi_class="ovr")
+    assert got["val_auroc"] == pytest.approx(auroc, abs=1e-3)
+    assert got["val_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, labels)), rel=1e-6)
+    assert got["val_support"] == np.bincount(y, minlength=num_classes).tolist()
+    assert got["val_predicted"] == np.bincount(pred, minlength=num_classes).tolist()
+
+
+def test_metrics_degenerate_cases() -> None:
+    # all predictions one class: MCC 0 (not NaN); AUROC NaN when only one class is present
+    m = metrics_from_confusion(torch.tensor([[5.0, 0.0], [3.0, 0.0]]))
+    assert m["accuracy"] == pytest.approx(5 / 8) and m["mcc"] == 0.0
+    acc = EvalAccumulator(2)
+    acc.update(torch.tensor([[2.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 0]))
+    assert math.isnan(acc.compute()["auroc"])
+    with pytest.raises(ValueError, match="labels outside"):
+        acc.update(torch.zeros(1, 2), torch.tensor([2]))
+
+
+# ---- schedule ------------------------------------------------------------------------------------------------
+def test_warmup_cosine_schedule() -> None:
+    total, warmup = 100, 10
+    factors = [lr_factor(s, total, warmup, 0.1) for s in range(total + 5)]
+    assert factors[0] == pytest.approx(0.1) and factors[warmup - 1] == pytest.approx(1.0)
+    assert factors[warmup] == pytest.approx(1.0)
+    assert factors[total] == pytest.approx(0.1) and factors[-1] == pytest.approx(0.1)  # clamped, never below
+    assert all(x >= y for x, y in zip(factors[warmup:], factors[warmup + 1:]))  # monotone decay
+    assert lr_factor(50, total, 0, 0.0, "constant") == 1.0
+    assert steps_per_epoch(1000, 2, 16, 1) == 32 and steps_per_epoch(1000, 2, 16, 4) == 8
+    assert is_better(0.5, None, "max") and not is_better(0.4, 0.5, "max") and is_better(0.4, 0.5, "min")
+
+
+def test_optimizer_groups_and_scheduler() -> None:
+    cfg = FinetuneConfig().with_overrides({"optim.lr": 1e-2, "schedule.warmup_ratio": 0.5})
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    opt = build_optimizer(model, cfg)
+    decays = sorted(g["weight_decay"] for g in opt.param_groups)
+    assert decays == [0.0, cfg.optim.weight_decay]
+    assert sum(len(g["params"]) for g in opt.param_groups) == 4
+    sched = build_scheduler(opt, cfg, total_steps=4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(1e-2) and lrs[3] < lrs[2]
+
+
+# ---- LoRA on a module with the Caduceus layout (tied in_proj/out_proj between directions) -------------------------
+class _Mamba(nn.Module):
+    def __init__(self, d: int, in_proj: nn.Module | None = None, out_proj: nn.Module | None = None) -> None:
+        super().__init__()
+        self.in_proj = in_proj or nn.Linear(d, 2 * d, bias=False)
+        self.x_proj = nn.Linear(2 * d, 4, bias=False)
+        self.dt_proj = nn.Linear(4, 2 * d)
+        self.out_proj = out_proj or nn.Linear(2 * d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.in_proj(x)
+        return self.out_proj(h + self.dt_proj(self.x_proj(h)))
+
+
+class _BiLayer(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.mamba_fwd = _Mamba(d)
+        self.mamba_rev = _Mamba(d, self.mamba_fwd.in_proj, self.mamba_fwd.out_proj)  # tied, as in Caduceus
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mamba_fwd(x) + self.mamba_rev(x.flip(1)).flip(1)
+
+
+class _ToyCaduceus(nn.Module):
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.caduceus = nn.ModuleDict({"emb": nn.Embedding(12, d), "layers": nn.ModuleList([_BiLayer(d) for _ in range(2)])})
+        self.score = nn.Linear(d, 2)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.caduceus["emb"](input_ids)
+        for layer in self.caduceus["layers"]:
+            x = x + layer(x)
+        return self.score(x.mean(1))
+
+
+def test_lora_trains_only_adapters_and_head_and_reties_reverse_direction() -> None:
+    torch.manual_seed(0)
+    model = _ToyCaduceus()
+    ids = torch.randint(7, 11, (3, 10))
+    before = model(ids)
+    lora = apply_lora(model, PeftSection(method="lora", r=2, alpha=4))
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or ".score." in n for n in trainable)
+    assert any(".score." in n for n in trainable)
+    # adapters: fwd in/x/dt/out + rev x/dt (in/out shared with fwd) = 6 per layer, A and B each
+    assert sum("lora_A" in n for n in trainable) == 2 * 6
+    n_trainable, n_total = count_parameters(lora)
+    assert n_trainable == sum(p.numel() for n, p in lora.named_parameters() if n in trainable)
+    assert n_total == n_trainable + sum(p.numel() for p in model.caduceus.parameters() if not p.requires_grad)
+    for layer in lora.base_model.model.caduceus["layers"]:
+        assert layer.mamba_rev.in_proj is layer.mamba_fwd.in_proj  # the same LoRA wrapper, one adapter
+        assert layer.mamba_rev.out_proj is layer.mamba_fwd.out_proj
+        assert "lora_A" in dict(layer.mamba_rev.in_proj.named_modules())
+    # peft wrappers at every reference (fwd + rev in/x/out; tied ones under both names); dt_proj, whose weight
+    # the Caduceus mixer reads directly, carries its adapter as a weight parametrization instead
+    assert len(lora_layers(lora)) == 2 * 6
+    assert all(torch.nn.utils.parametrize.is_parametrized(m.dt_proj, "weight")
+               for layer in lora.base_model.model.caduceus["layers"] for m in (layer.mamba_fwd, layer.mamba_rev))
+    torch.testing.assert_close(lora(ids), before)  # B = 0 at init: unchanged function
+
+    # the reverse direction really uses the shared adapter: its in_proj output depends on lora_B
+    layer = lora.base_model.model.caduceus["layers"][0]
+    x = torch.randn(2, 5, 8)
+    plain = layer.mamba_rev(x)
+    with torch.no_grad():
+        layer.mamba_fwd.in_proj.lora_B["default"].weight.normal_()
+    assert not torch.allclose(layer.mamba_rev(x), plain)
+
+    # merging folds the one adapter into the one shared weight; ties and outputs survive
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(std=0.1)
+    expected = lora(ids)
+    merged = merge_lora(lora)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    for layer in merged.caduceus["layers"]:
+        assert layer.mamba_rev.in_proj is layer.mamba_fwd.in_proj
+        assert isinstance(layer.mamba_rev.in_proj, nn.Linear)
+    torch.testing.assert_close(merged(ids), expected, atol=1e-5, rtol=1e-5)
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------------------
+def test_checkpoint_roundtrip_restores_training_state(tmp_path) -> None:
+    cfg = FinetuneConfig()
+
+    def make():
+        torch.manual_seed(1)
+        m = apply_lora(_ToyCaduceus(), PeftSection(method="lora", r=2))
+        o = build_optimizer(m, cfg)
+        return m, o, build_scheduler(o, cfg, 20)
+
+    model, opt, sched = make()
+    ids, labels = torch.randint(7, 11, (4, 10)), torch.tensor([0, 1, 0, 1])
+    for _ in range(3):
+        nn.functional.cross_entropy(model(ids), labels).backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    save_training_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched,
+                             state={"epoch": 3, "history": [{"epoch": 1}]})
+    assert read_state(tmp_path)["epoch"] == 3
+
+    model2, opt2, sched2 = make()
+    state = load_training_state(tmp_path, model=model2, optimizer=opt2, scheduler=sched2)
+    assert state["history"] == [{"epoch": 1}]
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), model2.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    # one more identical step on both: identical results (optimizer moments were restored)
+    for m, o in ((model, opt), (model2, opt2)):
+        nn.functional.cross_entropy(m(ids), labels).backward()
+        o.step()
+    for p1, p2 in zip(model.parameters(), model2.parameters()):
+        torch.testing.assert_close(p1, p2)
+
+    # a different frozen base is detected, not silently used
+    torch.manual_seed(99)
+    other = apply_lora(_ToyCaduceus(), PeftSection(method="lora", r=2))
+    o3 = build_optimizer(other, cfg)
+    with pytest.raises(ValueError, match="frozen base weights differ"):
+        load_training_state(tmp_path, model=other, optimizer=o3, scheduler=build_scheduler(o3, cfg, 20))
+
+
+def test_lora_on_caduceus_every_adapter_gets_gradient_and_merges() -> None:
+    from raycad.train.checkpoint import build_model
+
+    cfg = FinetuneConfig().with_overrides({"model.preset": "caduceus-ph-1k-d128-l4", "peft.method": "lora",
+                                           "model.overrides": {"d_model": 32, "n_layer": 2}})
+    model = build_model(cfg, 2)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("base_model.model.score") for n in trainable)
+    n_trainable, n_total = count_parameters(model)
+    base = build_model(cfg.with_overrides({"peft.method": "none"}), 2)
+    r, targets = cfg.peft.r, tuple(cfg.peft.target_modules)
+    adapters = sum(r * (m.in_features + m.out_features) for name, m in base.caduceus.named_modules()
+                   if name.endswith(targets))  # named_modules() lists each tied module once: one adapter
+    head = sum(p.numel() for n, p in base.named_parameters() if not n.startswith("caduceus."))
+    assert n_trainable == sum(p.numel() for p in trainable.values()) == adapters + head
+    assert n_total == count_parameters(base)[1] + adapters
+    for layer in model.base_model.model.caduceus.backbone.layers:
+        mixer = layer.mixer
+        assert mixer.mamba_rev.in_proj is mixer.mamba_fwd.in_proj and hasattr(mixer.mamba_rev.in_proj, "lora_A")
+        assert mixer.mamba_rev.out_proj is mixer.mamba_fwd.out_proj and hasattr(mixer.mamba_rev.out_proj, "lora_A")
+    for p in trainable.values():  # make every adapter matter, then check that each one gets a gradient
+        if p.abs().sum() == 0:
+            p.data.normal_(std=0.05)
+    ids = torch.randint(7, 12, (3, 50))
+    out = model(input_ids=ids, labels=torch.tensor([0, 1, 1]))
+    out.loss.backward()
+    no_grad = [n for n, p in trainable.items() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not no_grad, f"adapters bypassed by the model: {no_grad}"
+    merged = merge_lora(model)
+    assert not any("lora" in n or "parametrizations" in n for n in merged.state_dict())
+    torch.testing.assert_close(merged(input_ids=ids).logits, out.logits, atol=1e-5, rtol=1e-4)
