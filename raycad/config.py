@@ -133,6 +133,9 @@ class HeadSection(Config):
     """Classification head on top of the backbone."""
 
     pooling: Literal["mean", "max", "first", "last"] = "mean"
+    pool_ignore_padding: bool = True
+    """Pool only over non-[PAD] tokens (first/last = first/last real token); False = the released head's pooling
+    over every position, padding included."""
     hidden_sizes: list[int] = Field(default_factory=list)
     """Empty = the paper's single linear layer; otherwise an MLP with these hidden sizes."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)

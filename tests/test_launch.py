@@ -207,6 +207,19 @@ def test_launch_sagemaker_reports_failure(s3_bucket):
     assert (result.status, result.failure_reason, result.ok) == ("Failed", "AlgorithmError: exit 1", False)
 
 
+@pytest.mark.parametrize("job,args,added", [
+    ("finetune", ["--output", "/x"], ["--set", "run.storage_path=s3://b/p/j/ray"]),
+    ("tune", ["--tasks", "all", "--storage=s3://x"], ["--set", "output_dir=/opt/ml/model"]),
+    ("tune", [], ["--set", "output_dir=/opt/ml/model", "--set", "storage_path=s3://b/p/j/ray"]),
+    ("import_omics", ["--source", "demo"], []),
+])
+def test_sagemaker_job_outputs_default_to_model_dir_and_s3(job, args, added):
+    from raycad.launch.sagemaker import job_arguments
+
+    cfg = SageMakerConfig.from_dict({"role_arn": ROLE, "output_path": "s3://b/p/", "job": job, "job_args": args})
+    assert job_arguments(cfg, "j") == args + added
+
+
 def test_sagemaker_config_refuses_credentials_and_bad_values():
     base = {"role_arn": ROLE, "output_path": "s3://b/p"}
     for bad in ({"environment": {"AWS_SECRET_ACCESS_KEY": "x"}}, {"environment": {"HF_TOKEN": "x"}},
@@ -248,3 +261,40 @@ def test_bootstrap_reads_hosts_from_file_or_env(tmp_path):
         read_host_info(tmp_path / "missing.json", env={**env, "SM_CURRENT_HOST": "algo-9"})
     with pytest.raises(ValueError, match="no SageMaker host information"):
         read_host_info(tmp_path / "missing.json", env={})
+
+
+# ---- outputs to remote storage ----------------------------------------------------------------------------------
+
+
+def test_publish_run_copies_outputs_next_to_checkpoints(s3_bucket, s3_server, tmp_path):
+    from raycad.config import FinetuneConfig
+    from raycad.launch.outputs import publish_run
+
+    run_dir = tmp_path / "demo-run"
+    for rel in ("results.json", "metrics.csv", "model/config.json", "ray/demo-run/checkpoint_0/state.bin"):
+        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / rel).write_text(rel)
+    cfg = FinetuneConfig.from_dict({"run": {"storage_path": "s3://raycad-launch-test/storage"},
+                                    "data": {"s3_endpoint": s3_server, "s3_region": "us-east-1"}})
+    assert len(publish_run(cfg, run_dir)) == 3
+    listed = s3_bucket.list_objects_v2(Bucket="raycad-launch-test", Prefix="storage/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == ["storage/demo-run/metrics.csv", "storage/demo-run/model/config.json",
+                                                "storage/demo-run/results.json"]
+    body = s3_bucket.get_object(Bucket="raycad-launch-test", Key="storage/demo-run/results.json")["Body"].read()
+    assert body == b"results.json"
+    assert publish_run(FinetuneConfig(), run_dir) == []  # local storage: outputs already are in place
+
+
+def test_bootstrap_takes_toolkit_hyperparameters_and_finds_the_job(tmp_path):
+    from raycad.launch.bootstrap import BootstrapOptions, _join_values, build_parser, job_command
+
+    # The training toolkit passes each hyper-parameter as "--name value"; values may start with "--".
+    argv = ["--raycad_args", "--set train.epochs=2 --tasks 'a b'", "--raycad_extras", "", "--raycad_job",
+            "tune", "--sagemaker_param", "3"]
+    args, unknown = build_parser().parse_known_args(_join_values(argv))
+    assert (args.job, args.job_args, args.extras, unknown) == ("tune", "--set train.epochs=2 --tasks 'a b'", "",
+                                                               ["--sagemaker_param", "3"])
+    opts = BootstrapOptions(job="finetune", job_args=["--set", "x=1"], code_dir=REPO)
+    assert job_command(opts)[1:] == [str(REPO / "jobs" / "finetune.py"), "--set", "x=1"]
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        job_command(BootstrapOptions(job="nope", job_args=[], code_dir=tmp_path))

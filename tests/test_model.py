@@ -20,6 +20,8 @@ from raycad.model import (
     CaduceusModel,
     CheckpointMismatchError,
 )
+from raycad.model.modeling import BiMambaWrapper, Mamba
+from raycad.model.scan import selective_scan_reference
 
 TOL = 1e-4
 GOLDEN_CASES = ["caduceus_ps_tiny", "caduceus_ph_tiny"]
@@ -157,6 +159,43 @@ def test_mamba_init_and_tying():
     assert fwd.dt_rank == math.ceil(config.d_model / 16)
     bound = fwd.dt_rank ** -0.5
     assert fwd.dt_proj.weight.abs().max() <= bound
+
+
+def mamba_slow(m: Mamba, h: torch.Tensor) -> torch.Tensor:
+    """mamba_ssm's non-fused forward, literally: nn.Conv1d + the sequential reference scan."""
+    length = h.shape[1]
+    x, z = m.in_proj(h).transpose(1, 2).chunk(2, dim=1)
+    x = torch.nn.functional.silu(m.conv1d(x)[..., :length])
+    dt, B, C = m.x_proj(x.transpose(1, 2)).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+    dt = (dt @ m.dt_proj.weight.t()).transpose(1, 2)
+    y = selective_scan_reference(x, dt, -torch.exp(m.A_log), B.transpose(1, 2), C.transpose(1, 2), m.D, z=z,
+                                 delta_bias=m.dt_proj.bias, delta_softplus=True)
+    return m.out_proj(y.transpose(1, 2))
+
+
+@pytest.mark.parametrize("tie,strategy,bias", [(True, "add", False), (True, "add", True),
+                                               (False, "add", False), (True, "ew_multiply", True)])
+def test_bimamba_matches_two_slow_mambas(tie, strategy, bias):
+    torch.manual_seed(0)
+    mixer = BiMambaWrapper(16, bidirectional_strategy=strategy, bidirectional_weight_tie=tie, bias=bias)
+    h = torch.randn(2, 23, 16)
+    fwd = mamba_slow(mixer.mamba_fwd, h)
+    rev = mamba_slow(mixer.mamba_rev, h.flip(1)).flip(1)
+    expected = fwd + rev if strategy == "add" else fwd * rev
+    assert max_err(mixer(h), expected) < 1e-5
+    assert max_err(mixer.mamba_fwd(h), fwd) < 1e-5
+
+
+@pytest.mark.parametrize("overrides", [{"rms_norm": False}, {"residual_in_fp32": True},
+                                       {"bidirectional_strategy": "ew_multiply", "bidirectional_weight_tie": False},
+                                       {"bidirectional": False}])
+def test_ps_backbone_rc_equivariant_variants(overrides):
+    torch.manual_seed(0)
+    model = CaduceusModel(tiny_config(rcps=True, **overrides)).eval()
+    ids = random_ids()
+    with torch.no_grad():
+        h, h_rc = model(ids).last_hidden_state, model(model.reverse_complement(ids)).last_hidden_state
+    assert max_err(h_rc, h.flip(1, 2)) < 1e-5
 
 
 # ---- save / load ----------------------------------------------------------------------------------------------

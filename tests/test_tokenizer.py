@@ -47,10 +47,11 @@ def reference_batch(seqs: list[str], length: int, cut: str = "right", pad: str =
     return np.array(rows, dtype=np.int64).reshape(len(seqs), length)
 
 
-def random_sequences(n: int, seed: int, alphabet: str = "ACGTNacgtn", extra: str = "") -> list[str]:
+def random_sequences(n: int, seed: int, alphabet: str = "ACGTNacgtn", extra: str = "",
+                     longest: int = 90) -> list[str]:
     rng = random.Random(seed)
     chars = alphabet + extra
-    return ["".join(rng.choice(chars) for _ in range(rng.randint(0, 90))) for _ in range(n)]
+    return ["".join(rng.choices(chars, k=rng.randint(0, longest))) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +71,22 @@ def test_vocabulary_matches_the_contract():
 
 @pytest.mark.parametrize("cut", ["right", "left", "center"])
 @pytest.mark.parametrize("pad", ["left", "right"])
-def test_random_sequences_equal_the_per_character_reference(cut, pad):
-    seqs = random_sequences(300, seed=hash((cut, pad)) % 1000, extra="RYK-. \n\té*")
+@pytest.mark.parametrize(("longest", "width"), [(90, 64), (1500, 1024)])  # short / long-record code paths
+def test_random_sequences_equal_the_per_character_reference(cut, pad, longest, width):
+    seqs = random_sequences(200, seed=len(cut) * 10 + len(pad) + longest, extra="RYK-. \n\té*", longest=longest)
     tok = CaduceusTokenizer(truncation_side=cut, padding_side=pad)
-    got = tok(seqs, padding="max_length", max_length=64, truncation=True, return_tensors="np")["input_ids"]
-    np.testing.assert_array_equal(got, reference_batch(seqs, 64, cut, pad))
-    enc = tok.encode_batch(seqs, 64)
-    np.testing.assert_array_equal(enc.input_ids, reference_batch(seqs, 64, cut, pad))
+    expected = reference_batch(seqs, width, cut, pad)
+    got = tok(seqs, padding="max_length", max_length=width, truncation=True, return_tensors="np")["input_ids"]
+    np.testing.assert_array_equal(got, expected)
+    enc = tok.encode_batch(seqs, width)
+    np.testing.assert_array_equal(enc.input_ids, expected)
     assert enc.input_ids.dtype == np.uint8
     lengths = np.array([len(reference_ids(s)) for s in seqs])
     np.testing.assert_array_equal(enc.lengths, lengths)
-    np.testing.assert_array_equal(enc.truncated, lengths > 64)
+    np.testing.assert_array_equal(enc.truncated, lengths > width)
+    clean = random_sequences(50, seed=longest, longest=longest)  # nothing to drop or flag: the fast paths
+    np.testing.assert_array_equal(tok.encode_batch(pa.array(clean), width).input_ids,
+                                  reference_batch(clean, width, cut, pad))
 
 
 def test_real_sequences_equal_the_reference_also_from_arrow(real_sequences):

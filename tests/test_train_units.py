@@ -11,8 +11,8 @@ from torch import nn
 
 from raycad.config import FinetuneConfig, PeftSection
 from raycad.train.checkpoint import load_training_state, read_state, save_training_checkpoint
-from raycad.train.lora import apply_lora, count_parameters, lora_layers, merge_lora
 from raycad.train.loop import build_optimizer, build_scheduler, is_better, lr_factor, steps_per_epoch
+from raycad.train.lora import apply_lora, count_parameters, lora_layers, merge_lora
 from raycad.train.metrics import EvalAccumulator, metrics_from_confusion
 
 

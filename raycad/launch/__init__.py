@@ -8,9 +8,12 @@ All three run the same library code through the thin entrypoints in ``jobs/`` (`
   `create_ssh_security_group` makes the SSH-restricted security group that file names.
 * **SageMaker**: `launch_sagemaker` (``raycad launch sagemaker``) packages the checkout to S3 and starts a
   training job whose hosts form a Ray cluster through `raycad.launch.bootstrap`.
+
+`publish_run` copies a fine-tuning run's outputs next to its checkpoints when ``run.storage_path`` is remote.
 """
 
 from raycad.launch.aws import check_ssh_cidr, create_ssh_security_group
+from raycad.launch.outputs import publish_outputs, publish_run
 from raycad.launch.sagemaker import (
     LaunchResult,
     SageMakerConfig,
@@ -30,5 +33,7 @@ __all__ = [
     "follow_training_job",
     "launch_sagemaker",
     "list_source_files",
+    "publish_outputs",
+    "publish_run",
     "training_job_request",
 ]

@@ -174,15 +174,29 @@ def default_job_name(job: str) -> str:
     return f"raycad-{job.replace('_', '-')}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
 
+OUTPUT_KEYS = {"finetune": ("run.output_dir", "run.storage_path", ("--output", "-o"), ()),
+               "tune": ("output_dir", "storage_path", ("--output", "-o"), ("--storage",))}
+"""Per job: the config keys of its local output directory and its Ray storage, and the CLI flags for them."""
+
+
 def job_arguments(cfg: SageMakerConfig, job_name: str) -> list[str]:
-    """The job's arguments plus where its outputs go on SageMaker (unless the user already chose)."""
+    """The job's arguments plus where its outputs go on SageMaker (unless the user already chose).
+
+    Local outputs go to /opt/ml/model (uploaded by SageMaker as model.tar.gz); Ray Train/Tune storage goes
+    to ``<output_path>/<job_name>/ray`` on S3, which every instance of the job can reach.
+    """
     args = list(cfg.job_args)
-    if cfg.job == "finetune":
-        given = " ".join(args)
-        if "run.output_dir=" not in given:
-            args += ["--set", f"run.output_dir={MODEL_DIR}"]
-        if "run.storage_path=" not in given:
-            args += ["--set", f"run.storage_path={cfg.output_path.rstrip('/')}/{job_name}/ray"]
+    if cfg.job not in OUTPUT_KEYS:
+        return args
+    output_key, storage_key, output_flags, storage_flags = OUTPUT_KEYS[cfg.job]
+
+    def given(key: str, flags: tuple[str, ...]) -> bool:
+        return any(a.startswith(f"{key}=") or a in flags or a.split("=")[0] in flags for a in args)
+
+    if not given(output_key, output_flags):
+        args += ["--set", f"{output_key}={MODEL_DIR}"]
+    if not given(storage_key, storage_flags):
+        args += ["--set", f"{storage_key}={cfg.output_path.rstrip('/')}/{job_name}/ray"]
     return args
 
 
@@ -289,8 +303,8 @@ def launch_sagemaker(cfg: SageMakerConfig, *, sagemaker_client: Any = None, s3_c
     result.failure_reason = desc.get("FailureReason")
     if result.status == "Completed":
         console.print(f"[green]SageMaker job {job_name} completed.[/] Outputs: {result.model_artifacts}")
-        if cfg.job == "finetune":
-            console.print(f"Ray Train checkpoints: {cfg.output_path.rstrip('/')}/{job_name}/ray")
+        if cfg.job in OUTPUT_KEYS:
+            console.print(f"Ray storage (checkpoints): {cfg.output_path.rstrip('/')}/{job_name}/ray")
     else:
         console.print(f"[red]SageMaker job {job_name} {result.status.lower()}[/]: "
                       f"{result.failure_reason or 'no reason given'}")

@@ -222,11 +222,8 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     x_parts, z_parts = zip(*(t.split(e, dim=-1) for t in xzs))  # split (not slicing): cheap backward
     x, z = torch.cat(x_parts, dim=-1), torch.cat(z_parts, dim=-1)
 
-    def cat(tensors: list[Tensor]) -> Tensor:
-        return torch.cat(tensors) if n_dir > 1 else tensors[0]
-
-    conv_w = cat([m.conv1d.weight[:, 0, :] for m in mambas])
-    conv_b = cat([m.conv1d.bias for m in mambas]) if first.conv1d.bias is not None else None
+    conv_w = torch.cat([m.conv1d.weight[:, 0, :] for m in mambas])
+    conv_b = torch.cat([m.conv1d.bias for m in mambas]) if first.conv1d.bias is not None else None
     x = _causal_conv_silu(x, conv_w, conv_b)
 
     dts, Bs, Cs = [], [], []
@@ -238,8 +235,8 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     dt = torch.cat(dts, dim=-1)
     B = torch.stack(Bs, dim=2)                                            # [L, B, n_dir, n]
     C = torch.stack(Cs, dim=2)
-    A = -torch.exp(cat([m.A_log for m in mambas]).float())
-    D = cat([m.D for m in mambas]).float()
+    A = -torch.exp(torch.cat([m.A_log for m in mambas]).float())
+    D = torch.cat([m.D for m in mambas]).float()
 
     # The scan's convention is [batch, dim, length]; these are views of time-major storage (its own layout).
     y = selective_scan(x.permute(1, 2, 0), dt.permute(1, 2, 0), A, B.permute(1, 2, 3, 0), C.permute(1, 2, 3, 0),

@@ -19,6 +19,7 @@ has ``u``'s dtype and the last state the computation dtype.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,9 @@ from torch import Tensor
 
 from raycad.runtime import get_logger
 
-__all__ = ["selective_scan", "selective_scan_reference"]
+__all__ = ["scan_path", "selective_scan", "selective_scan_chunked", "selective_scan_reference"]
+
+LOG2_E = 1.0 / math.log(2.0)
 
 
 def _per_step(M: Tensor, batch: int, dim: int) -> Tensor:
@@ -155,10 +158,11 @@ def _chunk_of(M: Tensor, s: int, e: int) -> Tensor:
     return M if M.dim() == 3 else M[s:e]
 
 
-def _chunk_states(dlt: Tensor, u: Tensor, A: Tensor, B: Tensor, x0: Tensor, dA: Tensor, X: Tensor) -> None:
-    """Fill ``dA`` with exp(delta' A) and ``X`` with the states of one chunk that starts from state ``x0``."""
+def _chunk_states(dlt: Tensor, u: Tensor, A2: Tensor, B: Tensor, x0: Tensor, dA: Tensor, X: Tensor) -> None:
+    """Fill ``dA`` with exp(delta' A) = exp2(delta' A log2(e)) (``A2 = A log2(e)``; exp2 is several times
+    faster than exp on CPU) and ``X`` with the states of one chunk that starts from state ``x0``."""
     T, b, g, _, h = X.shape
-    torch.mul(dlt.view(T, b, g, 1, h), A, out=dA).exp_()
+    torch.mul(dlt.view(T, b, g, 1, h), A2, out=dA).exp2_()
     _outer(dlt * u, B, out=X)
     X[0].addcmul_(dA[0], x0)
     for t in range(1, T):
@@ -179,11 +183,12 @@ class _SelectiveScanFn(torch.autograd.Function):
         X = torch.empty_like(dA)
         entry = u.new_empty(len(starts), batch, groups, dstate, head) if save else None
         x = u.new_zeros(batch, groups, dstate, head)
+        A2 = A * LOG2_E
         for k, s in enumerate(starts):
             e = min(s + T, length)
             if save:
                 entry[k] = x
-            _chunk_states(dlt[s:e], u[s:e], A, _chunk_of(B, s, e), x, dA[: e - s], X[: e - s])
+            _chunk_states(dlt[s:e], u[s:e], A2, _chunk_of(B, s, e), x, dA[: e - s], X[: e - s])
             _contract(X[: e - s], _chunk_of(C, s, e), out=y[s:e])
             x = X[e - s - 1].clone()
         if save:
@@ -206,6 +211,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         X, G = torch.empty_like(dA), torch.empty_like(dA)
         gw = u.new_empty(T, batch, dim)
         carry = glast if glast is not None else u.new_zeros(batch, groups, dstate, head)
+        A2 = A * LOG2_E
         for k in reversed(range(len(entry))):
             s = k * T
             e = min(s + T, length)
@@ -213,7 +219,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             d_c, u_c, gy_c = dlt[s:e], u[s:e], gy[s:e]
             B_c, C_c = _chunk_of(B, s, e), _chunk_of(C, s, e)
             dA_c, X_c, G_c, gw_c = dA[:n_t], X[:n_t], G[:n_t], gw[:n_t]
-            _chunk_states(d_c, u_c, A, B_c, entry[k], dA_c, X_c)
+            _chunk_states(d_c, u_c, A2, B_c, entry[k], dA_c, X_c)
             # Adjoint recurrence, G[t] = dL/dx[t]; `carry` is exp(delta'[e] A) G[e] from the next chunk.
             _outer(gy_c, C_c, out=G_c)
             G_c[-1] += carry

@@ -56,6 +56,9 @@ def _build_table() -> np.ndarray:
 
 BYTE_TABLE = _build_table()
 """256-entry map from a byte to a token id (or a `_DROP` / `_INVALID` code)."""
+_TABLE_BYTES = BYTE_TABLE.tobytes()
+_LONG_RECORD = 512
+"""Mean kept tokens per record above which records are copied one slice at a time."""
 
 _COMPLEMENT = np.arange(256, dtype=np.int64)
 _COMPLEMENT[[A_ID, C_ID, G_ID, T_ID]] = [T_ID, G_ID, C_ID, A_ID]
@@ -198,14 +201,15 @@ class CaduceusTokenizer:
     @staticmethod
     def _prepare(sequences: Any, invalid: InvalidPolicy) -> tuple[np.ndarray, ...]:
         """Token codes of all records in one buffer, offsets [N + 1], lengths and invalid counts [N]."""
-        data, offsets = _normalize(*_byte_buffer(sequences))
-        n_invalid = _count_invalid(data, offsets)
-        codes = BYTE_TABLE[data]
+        data, offsets = _byte_buffer(sequences)
+        codes, offsets = _lookup(data, offsets)
+        n_invalid = _count_invalid(codes, offsets)
         if n_invalid.any():
             if invalid == "reject":
                 row = int(np.flatnonzero(n_invalid)[0])
-                chunk = data[offsets[row]:offsets[row + 1]]
-                bad = sorted({chr(b) if b < 128 else "non-ASCII" for b in chunk[BYTE_TABLE[chunk] == _INVALID]})
+                text = bytes(data[offsets[row]:offsets[row + 1]]) if len(data) == len(codes) else \
+                    _record_bytes(sequences, row)
+                bad = sorted({chr(b) if b < 128 else "non-ASCII" for b in text if _TABLE_BYTES[b] == _INVALID})
                 raise ValueError(f"record {row}: {int(n_invalid[row])} character(s) outside ACGTN "
                                  f"({', '.join(map(repr, bad))}) and invalid='reject'")
             codes[codes == _INVALID] = UNK_ID if invalid == "unk" else N_ID
@@ -239,7 +243,7 @@ class CaduceusTokenizer:
         if padding == "max_length":
             width = max(width, max_length - reserve)
         pad_side: Side = "right" if padding == "do_not_pad" else self.padding_side
-        ids = _pad_scatter(codes, offsets, lengths, width, side or "right", pad_side).astype(np.int64)
+        ids = _pad_scatter(codes, offsets, lengths, width, side or "right", pad_side, dtype=np.int64)
         if add_special_tokens:
             ids = np.concatenate([ids, np.full((len(ids), 1), PAD_ID, dtype=np.int64)], axis=1)
             sep_col = ids.shape[1] - 1 if pad_side == "left" else kept
@@ -331,9 +335,19 @@ def _byte_buffer(sequences: Any) -> tuple[np.ndarray, np.ndarray]:
         pa = None
     if pa is not None and isinstance(sequences, (pa.Array, pa.ChunkedArray)):
         return _arrow_buffer(sequences)
+    if not isinstance(sequences, list):
+        sequences = list(sequences)
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    try:
+        joined = "".join(sequences).encode()
+    except TypeError:  # bytes or other items
+        joined = None
+    if joined is not None:
+        np.cumsum(np.fromiter(map(len, sequences), np.int64, len(sequences)), out=offsets[1:])
+        if len(joined) == offsets[-1]:  # all ASCII: characters are bytes
+            return np.frombuffer(joined, dtype=np.uint8), offsets
     items = [s.encode() if isinstance(s, str) else bytes(s) for s in sequences]
-    offsets = np.zeros(len(items) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in items], out=offsets[1:])
+    np.cumsum(np.fromiter(map(len, items), np.int64, len(items)), out=offsets[1:])
     return np.frombuffer(b"".join(items), dtype=np.uint8), offsets
 
 
@@ -359,23 +373,34 @@ def _arrow_buffer(array: Any) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets - offsets[0]
 
 
-def _normalize(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove whitespace and UTF-8 continuation bytes; offsets follow."""
-    keep = BYTE_TABLE[data] != _DROP
+def _lookup(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map every byte through `BYTE_TABLE` (one C pass, ``bytes.translate``) and remove the dropped ones
+    (whitespace, UTF-8 continuation bytes); offsets follow. Codes are read-only unless something was
+    dropped or flagged."""
+    codes = np.frombuffer(data.tobytes().translate(_TABLE_BYTES), dtype=np.uint8)
+    if len(codes) == 0 or codes.max() < _INVALID:  # the common case: nothing to drop or flag
+        return codes, offsets
+    keep = codes != _DROP
     if keep.all():
-        return data, offsets
-    kept_before = np.zeros(len(data) + 1, dtype=np.int64)
+        return codes.copy(), offsets
+    kept_before = np.zeros(len(codes) + 1, dtype=np.int64)
     np.cumsum(keep, out=kept_before[1:])
-    return data[keep], kept_before[offsets]
+    return codes[keep], kept_before[offsets]
 
 
-def _count_invalid(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    invalid = BYTE_TABLE[data] == _INVALID
-    if not invalid.any():
+def _count_invalid(codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Characters outside ACGTN per record (codes still holding `_INVALID`)."""
+    if len(codes) == 0 or codes.max() < _INVALID:
         return np.zeros(len(offsets) - 1, dtype=np.int64)
-    before = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(invalid, out=before[1:])
+    before = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.cumsum(codes == _INVALID, out=before[1:])
     return np.diff(before[offsets])
+
+
+def _record_bytes(sequences: Any, row: int) -> bytes:
+    item = sequences[row]
+    item = item.as_py() if hasattr(item, "as_py") else item
+    return item.encode() if isinstance(item, str) else bytes(item)
 
 
 def _truncation_starts(lengths: np.ndarray, kept: np.ndarray, side: TruncationSide) -> np.ndarray:
@@ -391,12 +416,12 @@ def _truncation_starts(lengths: np.ndarray, kept: np.ndarray, side: TruncationSi
 
 
 def _pad_scatter(codes: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, width: int,
-                 truncation_side: TruncationSide, padding_side: Side) -> np.ndarray:
+                 truncation_side: TruncationSide, padding_side: Side, dtype: Any = np.uint8) -> np.ndarray:
     """Place each record's (truncated) tokens into a ``[N, width]`` matrix padded with [PAD]."""
     n = len(lengths)
     kept = np.minimum(lengths, width)
     starts = offsets[:-1] + _truncation_starts(lengths, kept, truncation_side)
-    out = np.full((n, width), PAD_ID, dtype=np.uint8)
+    out = np.full((n, width), PAD_ID, dtype=dtype)
     if n == 0 or width == 0:
         return out
     if (lengths == lengths[0]).all() and (starts - offsets[:-1] == starts[0] - offsets[0]).all():
@@ -408,12 +433,24 @@ def _pad_scatter(codes: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, wi
         else:
             out[:, :k] = block
         return out
-    row = np.repeat(np.arange(n), kept)
-    first_out = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(kept, out=first_out[1:])
-    pos = np.arange(len(row)) - first_out[row]
-    col = pos + (width - kept)[row] if padding_side == "left" else pos
-    out[row, col] = codes[starts[row] + pos]
+    if kept.sum() >= _LONG_RECORD * n:
+        # Long records: one slice copy per record costs less than the index masks below.
+        for row, (first, k) in enumerate(zip(starts.tolist(), kept.tolist())):
+            if padding_side == "left":
+                out[row, width - k:] = codes[first:first + k]
+            else:
+                out[row, :k] = codes[first:first + k]
+        return out
+    # Many short records: the kept tokens of all records, in order, fill the non-padding cells row by row.
+    if (kept == lengths).all():
+        tokens = codes  # nothing truncated: the buffer already is that sequence
+    else:  # select each record's window with a run-length mask: [cut before, kept, cut after]
+        runs = np.stack([starts - offsets[:-1], kept, offsets[1:] - starts - kept], axis=1).ravel()
+        window = np.repeat(np.tile(np.array([False, True, False]), n), runs)
+        tokens = codes[window]
+    cells = np.stack([width - kept, kept] if padding_side == "left" else [kept, width - kept], axis=1).ravel()
+    filled = np.repeat(np.tile(np.array([padding_side == "right", padding_side == "left"]), n), cells)
+    out.reshape(-1)[filled] = tokens
     return out
 
 

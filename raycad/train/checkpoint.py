@@ -48,6 +48,7 @@ def head_config_kwargs(cfg: FinetuneConfig, num_classes: int) -> dict[str, Any]:
     return {
         "num_labels": num_classes,
         "pooling": cfg.head.pooling,
+        "pool_ignore_padding": cfg.head.pool_ignore_padding,
         "head_hidden_sizes": list(cfg.head.hidden_sizes),
         "head_dropout": cfg.head.dropout,
         "head_activation": cfg.head.activation,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -252,8 +253,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _progress(message: str) -> None:
-    """One progress line from rank 0 (Ray forwards worker stdout to the driver, prefixed with the worker)."""
-    print(f"[raycad] {message}", flush=True)
+    """One progress line from rank 0; Ray forwards worker stdout to the driver, prefixed with the worker.
+
+    Written to stdout directly: Ray Train patches ``print`` into its loggers, which echo each line twice.
+    """
+    sys.stdout.write(f"[raycad] {message}\n")
+    sys.stdout.flush()
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, params: list[torch.Tensor],

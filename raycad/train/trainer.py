@@ -302,6 +302,9 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
     report.write_results(run_dir, results)
     report.write_metrics_csv(run_dir / "metrics.csv", history)
     report.plot_learning_curve(run_dir / "learning_curve.png", history, metric=metric)
+    from raycad.launch.outputs import publish_run
+
+    publish_run(cfg, run_dir)  # remote run.storage_path (s3://): outputs go next to the checkpoints too
     if show:
         console.print(report.results_table(results))
         console.print(f"results: {run_dir / 'results.json'}" + (f"   model: {model_dir}" if model_dir else ""))

@@ -1,0 +1,221 @@
+"""Training benchmarks; results go to the ``## Training`` section of BENCHMARKS.md.
+
+* ``throughput``: training sequences/s through Ray Train (`TorchTrainer`, 1 worker, Ray Data ingest via
+  ``get_dataset_shard`` + `raycad.data.iter_batches`, DDP-ready loop of `train_loop_per_worker`) against a plain
+  single-process PyTorch loop on the same model, the same tokenized bundled training data, the same batch size
+  and the same torch thread count. Only the training phase is timed on both sides (Ray's per-epoch
+  ``train_time_s``; the plain loop's wall time over the same number of batches). Target: Ray >= 0.9x plain.
+* ``baseline``: logistic regression on L2-normalised 6-mer counts on the bundled split (C picked on validation),
+  the bar a fine-tuned model has to clear.
+* ``main``: the main job, ``raycad finetune`` with no arguments (bundled demo, default config, 2 CPU workers),
+  as a subprocess: wall time and test metrics from its results.json.
+
+    python bench/train.py --only baseline throughput main --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+SECTION = "## Training"
+DEMO_NOTE = ("Bundled demo = a stratified 80/10/10 split (7,226 / 904 / 904) of the published *test* split of "
+             "Genomic Benchmarks human_nontata_promoters; not comparable to published results.")
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+# ---- baseline ----------------------------------------------------------------------------------------------------
+
+
+def bench_baseline(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    import pandas as pd
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
+    from sklearn.preprocessing import normalize
+
+    from raycad.data.loader import BUNDLED_DEMO
+
+    demo = pd.read_parquet(BUNDLED_DEMO)
+    split = {name: demo[demo.split == name] for name in ("train", "validation", "test")}
+    vec = CountVectorizer(analyzer="char", ngram_range=(6, 6), lowercase=False)
+    x = {"train": normalize(vec.fit_transform(split["train"].sequence).astype(float))}
+    for name in ("validation", "test"):
+        x[name] = normalize(vec.transform(split[name].sequence).astype(float))
+    best = max((LogisticRegression(C=c, max_iter=3000).fit(x["train"], split["train"].label) for c in
+                (0.3, 1.0, 3.0, 10.0, 30.0)), key=lambda m: m.score(x["validation"], split["validation"].label))
+    y, p = split["test"].label.to_numpy(), best.predict_proba(x["test"])[:, 1]
+    pred = (p > 0.5).astype(int)
+    res = {"C": best.C, "test_accuracy": float((pred == y).mean()), "test_f1": f1_score(y, pred, average="macro"),
+           "test_mcc": matthews_corrcoef(y, pred), "test_auroc": roc_auc_score(y, p)}
+    md = (f"### Baseline: logistic regression on 6-mer counts\n\n{DEMO_NOTE} L2-normalised 6-mer counts, "
+          f"C = {best.C:g} chosen on validation, trained on the 7,226 training records.\n\n"
+          "| model | test accuracy | macro F1 | MCC | AUROC |\n|---|---:|---:|---:|---:|\n"
+          f"| 6-mer logistic regression | {res['test_accuracy']:.4f} | {res['test_f1']:.4f} | {res['test_mcc']:.4f} "
+          f"| {res['test_auroc']:.4f} |\n")
+    return res, md
+
+
+# ---- throughput ----------------------------------------------------------------------------------------------------
+
+
+def _plain_loop(cfg, n_batches: int, threads: int) -> float:
+    """Sequences/s of a single-process loop: same model build, optimizer, batch size, threads, RC augmentation."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from raycad.data.loader import BUNDLED_DEMO
+    from raycad.model import CaduceusTokenizer
+    from raycad.model.tokenizer import reverse_complement_ids
+    from raycad.train.checkpoint import build_model
+    from raycad.train.loop import _optimizer_step, build_optimizer, build_scheduler
+
+    torch.set_num_threads(threads)
+    demo = pd.read_parquet(BUNDLED_DEMO)
+    train = demo[demo.split == "train"]
+    ids = CaduceusTokenizer().encode_batch(train.sequence.tolist(), 251).input_ids.astype(np.int64)
+    labels = train.label.to_numpy()
+    model = build_model(cfg, 2)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, n_batches)
+    params = [p for p in model.parameters() if p.requires_grad]
+    bs, rng = cfg.train.batch_size, np.random.default_rng(0)
+    order = rng.permutation(len(ids))
+    model.train()
+    start = time.perf_counter()
+    for i in range(n_batches):
+        rows = order[(i * bs) % len(ids):][:bs]
+        batch = ids[rows].copy()
+        flip = rng.random(len(rows)) < cfg.data.rc_augment
+        batch[flip] = reverse_complement_ids(batch[flip], padding_side="left")
+        loss = model(input_ids=torch.from_numpy(batch), labels=torch.from_numpy(labels[rows])).loss
+        loss.backward()
+        _optimizer_step(opt, sched, None, params, cfg.train.grad_clip)
+    return n_batches * bs / (time.perf_counter() - start)
+
+
+def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from raycad.config import FinetuneConfig
+    from raycad.data import prepare_datasets
+    from raycad.runtime import init_ray
+    from raycad.train.trainer import build_trainer
+
+    threads = args.threads
+    n_train = args.records
+    cfg = FinetuneConfig().with_overrides({
+        "scaling.num_workers": 1, "scaling.cpus_per_worker": 1.0, "train.torch_threads": threads,
+        "train.epochs": 1, "data.limit": n_train, "run.output_dir": tempfile.mkdtemp(prefix="raycad-bench-")})
+    n_batches = n_train // cfg.train.batch_size
+    plain = _plain_loop(cfg, n_batches, threads)
+
+    init_ray(num_cpus=os.cpu_count())
+    data = prepare_datasets(cfg)
+    data.datasets = {k: ds.materialize() for k, ds in data.datasets.items() if k != "test"}
+    result = build_trainer(cfg, data, name="bench-throughput", num_train=n_train).fit()
+    history = result.return_value["history"]
+    ray_sps = history[0]["train_sequences_per_s"]
+    ratio = ray_sps / plain
+    res = {"plain_sequences_per_s": plain, "ray_sequences_per_s": ray_sps, "ratio": ratio, "threads": threads,
+           "records": n_train, "batch_size": cfg.train.batch_size, "load": _load()}
+    model = cfg.model.preset + (f" + {cfg.model.overrides}" if cfg.model.overrides else "")
+    md = (f"### Throughput: Ray Train + Ray Data vs a plain PyTorch loop\n\n"
+          f"Model `{model}`, {n_train:,} bundled training records (251 bp), batch {cfg.train.batch_size}, AdamW, "
+          f"RC augmentation, {threads} torch thread(s) on both sides; Ray: `TorchTrainer` with 1 worker fed by "
+          f"`get_dataset_shard` + `iter_batches` (materialized dataset); training phase only. "
+          f"Load average at the end: {res['load']} (shared machine).\n\n"
+          "| loop | sequences/s |\n|---|---:|\n"
+          f"| plain single-process PyTorch | {plain:.1f} |\n| Ray Train + Ray Data | {ray_sps:.1f} |\n\n"
+          f"Ray / plain = **{ratio:.2f}x** (target >= 0.9x: {'met' if ratio >= 0.9 else 'NOT met'}).\n")
+    return res, md
+
+
+# ---- the main job --------------------------------------------------------------------------------------------------
+
+
+def bench_main(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    out = Path(tempfile.mkdtemp(prefix="raycad-main-"))
+    cmd = [sys.executable, "-m", "raycad.cli", "finetune", "--output", str(out), "--name", "main"]
+    load_before = _load()
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=out)
+    wall = time.perf_counter() - start
+    results = json.loads((out / "main" / "results.json").read_text())
+    test = results["test_metrics"]
+    cfg = results["config"]
+    res = {"wall_s": wall, **{k: test[k] for k in ("test_accuracy", "test_f1", "test_mcc", "test_auroc")},
+           "epochs": results["epochs_run"], "best_epoch": results["best_epoch"],
+           "train_sequences_per_s": results["train_sequences_per_s"], "parameters": results["parameters"],
+           "load_before": load_before, "load_after": _load()}
+    model = cfg["model"]["preset"] + (f" + {cfg['model']['overrides']}" if cfg["model"]["overrides"] else "")
+    md = (f"### Main job: `raycad finetune` (no arguments)\n\n{DEMO_NOTE} Default config: `{model}`, "
+          f"{cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, lr {cfg['optim']['lr']:g}, "
+          f"{cfg['scaling']['num_workers']} CPU workers; {res['parameters']['total']:,} parameters. "
+          f"Load average {load_before} before / {res['load_after']} after (shared machine: wall times are "
+          "pessimistic).\n\n"
+          "| | wall time | test accuracy | macro F1 | MCC | AUROC | train seq/s |\n|---|---:|---:|---:|---:|---:|---:|\n"
+          f"| raycad finetune | {wall / 60:.1f} min | {res['test_accuracy']:.4f} | {res['test_f1']:.4f} | "
+          f"{res['test_mcc']:.4f} | {res['test_auroc']:.4f} | {res['train_sequences_per_s']:.1f} |\n\n"
+          f"Best epoch {res['best_epoch']} of {res['epochs']}; target < 15 min and >= 0.80 test accuracy.\n")
+    return res, md
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]] = {
+    "baseline": bench_baseline,
+    "throughput": bench_throughput,
+    "main": bench_main,
+}
+
+
+def write_section(fragments: list[str], command: str) -> None:
+    """Replace, inside the ``## Training`` section of BENCHMARKS.md, each ``### title`` block that ran."""
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    match = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, flags=re.DOTALL | re.MULTILINE)
+    section = match.group(0) if match else f"{SECTION}\n\n"
+    header = (f"_Machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, Python "
+              f"{platform.python_version()}); command: `{command}`; date: {dt.datetime.now():%Y-%m-%d %H:%M}._\n\n")
+    section = re.sub(r"^_Machine:.*?\n\n", "", section[len(SECTION) + 1:].lstrip("\n"), flags=re.DOTALL)
+    for fragment in fragments:
+        title = fragment.splitlines()[0]
+        block = re.search(rf"^{re.escape(title)}\n.*?(?=^### |\Z)", section, flags=re.DOTALL | re.MULTILINE)
+        section = (section.replace(block.group(0), fragment + "\n") if block else section + fragment + "\n")
+    new = f"{SECTION}\n\n{header}{section.rstrip()}\n"
+    text = text.replace(match.group(0), new + "\n") if match else text.rstrip() + "\n\n" + new
+    BENCHMARKS_MD.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
+    parser.add_argument("--records", type=int, default=1024, help="training records timed (throughput)")
+    parser.add_argument("--write", action="store_true", help="update the ## Training section of BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    fragments = []
+    for name in args.only:
+        res, md = BENCHMARKS[name](args)
+        print(json.dumps({name: res}, indent=1, default=str))
+        fragments.append(md)
+    if args.write:
+        write_section(fragments, "python bench/train.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

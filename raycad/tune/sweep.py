@@ -1,0 +1,489 @@
+"""A hyper-parameter sweep per task: Ray Tune + Optuna (TPE) + ASHA over the same trainer as ``raycad finetune``.
+
+For each task of a `SweepConfig`:
+
+1. the task's data is prepared once on the driver (`raycad.data.prepare_datasets`) and, by default,
+   materialized into the object store, so trials share the tokenized rows instead of re-reading them;
+2. a `ray.tune.Tuner` runs ``num_samples`` trials of a *function* trainable (`_run_trial`): each applies its
+   sampled point to the task's `FinetuneConfig` (`raycad.tune.space.apply`) and fits exactly the trainer that
+   ``raycad finetune`` fits (`raycad.train.build_trainer`) with `TuneReportCallback`, which forwards every
+   epoch's metrics and checkpoint path to Tune. `OptunaSearch` (TPE, seeded, define-by-run space) proposes
+   points; `ASHAScheduler` stops poor trials on the validation metric, epoch by epoch;
+3. the best trial's best checkpoint is evaluated on the task's test split (`raycad.train.evaluate_checkpoint`,
+   conjoined when ``head.conjoin_eval``) and its config is written as a file ``raycad finetune --config``
+   accepts.
+
+Resources (see BENCHMARKS.md "## Tuning"): a trial's own process only waits on its `TorchTrainer`, so it
+asks for a sliver of a CPU (``trial_cpu``, 0.01); Ray Train's controller takes none and the workers get their
+own placement group. Ray Data's tasks need whole CPUs outside those groups, so concurrency is capped to leave
+one CPU free (`default_max_concurrent`); on a 2-core machine that is one trial at a time, 2 workers at 0.5 CPU.
+
+An interrupted sweep resumes with `resume_sweep` / ``raycad tune --resume DIR``: finished tasks are kept,
+an unfinished task's Tune experiment is restored (`Tuner.restore`: finished trials are kept, interrupted ones
+restart and their `TorchTrainer` resumes from its last checkpoint because it reuses the same run name and
+storage path). Storage (Tune experiments and trial checkpoints) is local or ``s3://``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from raycad.config import Config, ConfigError, FinetuneConfig
+from raycad.runtime import console, get_logger
+from raycad.tune.space import SearchSpace, TrialParams, apply, describe
+
+if TYPE_CHECKING:
+    from raycad.data import PreparedData
+
+log = get_logger("raycad.tune")
+
+DEMO = "demo"
+"""Task name of the bundled demo data (``cfg.data`` with neither ``task`` nor ``train``)."""
+
+VAL_KEYS = ("val_accuracy", "val_f1", "val_mcc", "val_auroc")
+TEST_KEYS = ("test_accuracy", "test_f1", "test_mcc", "test_auroc")
+
+
+# ==== configuration ============================================================================================
+
+
+class TaskSpec(Config):
+    """One task of a sweep: a label plus `data.*` overrides (a user's dataset, or a benchmark task)."""
+
+    name: str
+    """Label used in the summary and in file names; also the benchmark task when ``data`` names none."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of ``base.data`` for this task, e.g. ``{"train": "s3://bucket/train.csv", "test": ...}``."""
+
+
+class AshaSection(Config):
+    """Asynchronous successive halving on the validation metric, one rung step per epoch."""
+
+    enabled: bool = True
+    grace_period: int = Field(1, ge=1)
+    """Epochs every trial runs before it can be stopped."""
+    reduction_factor: float = Field(2.0, gt=1)
+    brackets: int = Field(1, ge=1)
+
+
+class SweepConfig(Config):
+    """A tuning sweep: the base fine-tuning config, the search space, the tasks and how to search."""
+
+    base: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    """Every trial starts from this config (with the task's data) and applies its sampled point on top."""
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    tasks: list[str | TaskSpec] = Field(default_factory=lambda: [DEMO])
+    """Benchmark task names/aliases, "all" (every Genomic Benchmarks task), "demo" (the bundled data), or
+    `TaskSpec` entries for users' datasets."""
+    num_samples: int = Field(8, ge=1)
+    """Trials per task."""
+    seed: int = 0
+    """Seeds the TPE sampler (and with it the proposed configurations)."""
+    metric: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    trial_workers: int | None = Field(None, ge=1)
+    """Ray Train workers per trial (None = ``base.scaling.num_workers``)."""
+    gpu: bool | None = None
+    """Train trials on GPUs (None = ``base.scaling.use_gpu``)."""
+    max_concurrent: int | None = Field(None, ge=1)
+    """Trials running at once; None = what the cluster holds (`default_max_concurrent`)."""
+    trial_cpu: float = Field(0.01, gt=0)
+    """CPU reserved for each trial's own process, which only drives its TorchTrainer."""
+    asha: AshaSection = Field(default_factory=AshaSection)
+    materialize: bool = True
+    """Tokenize each task's data once into the object store and share it across trials."""
+    evaluate_test: bool = True
+    """Evaluate the best trial's best checkpoint on the test split."""
+    name: str | None = None
+    """Sweep name; None = ``sweep-<timestamp>``."""
+    output_dir: str = "raycad_sweeps"
+    """Local directory for summaries and best configs: ``<output_dir>/<name>``."""
+    storage_path: str | None = None
+    """Where Tune experiments and trial checkpoints go (local path or s3://); None = ``<output_dir>/<name>/ray``."""
+    address: str | None = None
+    """Ray cluster to join; None = RAY_ADDRESS or a private local instance."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        if not self.tasks:
+            raise ValueError("tasks is empty")
+        names = [t.name if isinstance(t, TaskSpec) else t for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task names must be unique, repeated: {dupes}")
+        return self
+
+    def trial_base(self) -> FinetuneConfig:
+        """``base`` with the sweep's scaling choices applied (what every trial of every task starts from)."""
+        updates: dict[str, Any] = {}
+        if self.trial_workers is not None:
+            updates["scaling.num_workers"] = self.trial_workers
+        if self.gpu is not None:
+            updates["scaling.use_gpu"] = self.gpu
+        return self.base.with_overrides(updates) if updates else self.base
+
+
+@dataclasses.dataclass
+class TaskRun:
+    """A resolved task: its label and the `FinetuneConfig` its trials start from."""
+
+    name: str
+    cfg: FinetuneConfig
+
+    @property
+    def benchmark(self) -> str | None:
+        """The Genomic Benchmarks task behind this entry (the demo data is a split of nontata promoters)."""
+        if self.cfg.data.task:
+            return self.cfg.data.task
+        if not self.cfg.data.train:
+            from raycad.data.loader import DEMO_TASK
+
+            return DEMO_TASK
+        return None
+
+
+def resolve_tasks(cfg: SweepConfig) -> list[TaskRun]:
+    """Expand "all", check benchmark names, and build each task's starting `FinetuneConfig`."""
+    from raycad.data.tasks import TASKS, get_task
+
+    base = cfg.trial_base()
+    cfg.space.check_against(base)
+    runs: list[TaskRun] = []
+    for entry in cfg.tasks:
+        if isinstance(entry, TaskSpec):
+            data = dict(entry.data)
+            if not data.get("train") and not data.get("task") and entry.name != DEMO:
+                data["task"] = get_task(entry.name).name
+            runs.append(TaskRun(entry.name, _with_data(base, data, entry.name)))
+        elif entry == "all":
+            runs.extend(TaskRun(name, _with_data(base, {"task": name, "train": None}, name)) for name in TASKS)
+        elif entry == DEMO:
+            runs.append(TaskRun(DEMO, _with_data(base, {"task": None, "train": None}, DEMO)))
+        else:
+            name = get_task(entry).name
+            runs.append(TaskRun(name, _with_data(base, {"task": name, "train": None}, name)))
+    seen: set[str] = set()
+    for run in runs:
+        if safe_name(run.name) in seen:
+            raise ConfigError(f"task {run.name!r} appears twice in the sweep")
+        seen.add(safe_name(run.name))
+    return runs
+
+
+def _with_data(base: FinetuneConfig, data: dict[str, Any], label: str) -> FinetuneConfig:
+    try:
+        return base.with_overrides({f"data.{k}": v for k, v in data.items()})
+    except ConfigError as err:
+        raise ConfigError(f"task {label!r}: {err}") from None
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a task label."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "task"
+
+
+# ==== resources ================================================================================================
+
+
+def default_max_concurrent(cfg: FinetuneConfig, trial_cpu: float, resources: dict[str, float]) -> int:
+    """How many trials fit at once while one CPU stays free for Ray Data (and each GPU trial gets its GPUs)."""
+    from raycad.train.trainer import resolve_cpus_per_worker
+
+    cpus = float(resources.get("CPU", 0.0))
+    per_trial = trial_cpu + cfg.scaling.num_workers * resolve_cpus_per_worker(cfg, cluster_cpus=cpus)
+    fit = math.floor((cpus - 1.0) / per_trial + 1e-9) if per_trial > 0 else 1
+    if cfg.scaling.use_gpu:
+        gpus = float(resources.get("GPU", 0.0))
+        need = cfg.scaling.num_workers * cfg.scaling.gpus_per_worker
+        if gpus < need:
+            raise ConfigError(f"a trial needs {need:g} GPUs but the cluster has {gpus:g}")
+        if need > 0:
+            fit = min(fit, math.floor(gpus / need + 1e-9))
+    return max(1, fit)
+
+
+# ==== one trial ================================================================================================
+
+
+def _run_trial(params: TrialParams, *, base: dict[str, Any], data: PreparedData, num_train: int,
+               storage_path: str, log_path: str | None) -> None:
+    """Tune function trainable: fit the ``raycad finetune`` trainer with this trial's parameters."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raycad.train import build_trainer
+
+    cfg = apply(params, FinetuneConfig.from_dict(base))
+    trial_id = tune.get_context().get_trial_id()
+    if log_path:  # a record of every start, so a resumed sweep can show which trials were re-run
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps({"event": "start", "trial_id": trial_id, "time": time.time()}) + "\n")
+    trainer = build_trainer(cfg, data, callbacks=[TuneReportCallback()], name=f"trial_{trial_id}",
+                            storage_path=storage_path, num_train=num_train)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+
+
+# ==== the sweep ================================================================================================
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What `run_sweep` returns: one summary row per task and where the outputs are."""
+
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    paths: dict[str, Path]
+
+    def row(self, task: str) -> dict[str, Any]:
+        for row in self.rows:
+            if row["task"] == task:
+                return row
+        raise KeyError(task)
+
+
+def sweep_dir_of(cfg: SweepConfig) -> Path:
+    return Path(cfg.output_dir) / (cfg.name or "sweep")
+
+
+def run_sweep(cfg: SweepConfig, *, resume: bool = False, show: bool = True) -> SweepResult:
+    """Run (or, with ``resume``, continue) the sweep; writes the summary files and returns the rows."""
+    from raycad.runtime import init_ray
+    from raycad.tune import summary
+
+    if cfg.name is None:
+        cfg = cfg.with_overrides({"name": f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"})
+    out = sweep_dir_of(cfg)
+    tasks = resolve_tasks(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        cfg.save(out / "sweep.yaml")
+    init_ray(cfg.address)
+    rows = []
+    for task in tasks:
+        done = out / "tasks" / f"{safe_name(task.name)}.json"
+        if resume and done.is_file():
+            log.info("task %s already finished: keeping its result", task.name)
+            rows.append(json.loads(done.read_text()))
+            continue
+        row = _sweep_task(cfg, task, out, resume=resume, show=show)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(row, indent=2, default=str) + "\n")
+        rows.append(row)
+    paths = summary.write_summary(out, rows, metric=cfg.metric)
+    if show:
+        console.print(summary.summary_table(rows))
+        console.print(f"summary: {paths['markdown']}   best configs: {out / 'best_configs'}")
+    return SweepResult(sweep_dir=out, rows=rows, paths=paths)
+
+
+def resume_sweep(sweep_dir: str | Path, *, show: bool = True) -> SweepResult:
+    """Continue the sweep saved in ``sweep_dir`` (its ``sweep.yaml``), keeping finished tasks and trials."""
+    sweep_dir = Path(sweep_dir)
+    saved = sweep_dir / "sweep.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{sweep_dir} is not a sweep directory: {saved} is missing")
+    cfg = SweepConfig.from_file(saved)
+    cfg = cfg.with_overrides({"output_dir": str(sweep_dir.parent), "name": sweep_dir.name})
+    return run_sweep(cfg, resume=True, show=show)
+
+
+def _storage(cfg: SweepConfig, out: Path) -> tuple[str, Any]:
+    """(root URI of this sweep's Ray storage, pyarrow filesystem for s3:// or None for local paths).
+
+    S3 honours ``base.data.s3_endpoint`` / ``s3_region`` (MinIO, moto); credentials come from the AWS chain.
+    """
+    if cfg.storage_path and cfg.storage_path.startswith("s3://"):
+        import pyarrow.fs
+
+        fs = pyarrow.fs.S3FileSystem(endpoint_override=cfg.base.data.s3_endpoint, region=cfg.base.data.s3_region)
+        return f"{cfg.storage_path.rstrip('/')}/{cfg.name}", fs
+    if cfg.storage_path and "://" in cfg.storage_path:
+        raise ConfigError(f"storage_path {cfg.storage_path!r}: only local paths and s3:// are supported")
+    root = Path(cfg.storage_path) / str(cfg.name) if cfg.storage_path else out / "ray"
+    return str(root.resolve()), None
+
+
+def _fs_path(uri: str, fs: Any) -> str:
+    """The path Ray/pyarrow expect next to an explicit filesystem (no scheme)."""
+    return uri[len("s3://"):] if fs is not None and uri.startswith("s3://") else uri
+
+
+def saved_trial_states(experiment_dir: str | Path) -> dict[str, str]:
+    """Trial id -> status ("TERMINATED", "RUNNING", "ERROR", ...) from a local Tune experiment's saved state.
+
+    Reads the newest ``experiment_state-*.json``, which Tune rewrites as trials progress; {} if none yet.
+    """
+    files = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except (OSError, json.JSONDecodeError):  # caught mid-write: the caller polls again
+        return {}
+    out = {}
+    for trial_json, _metadata in state.get("trial_data", []):
+        trial = json.loads(trial_json)
+        out[str(trial.get("trial_id"))] = str(trial.get("status"))
+    return out
+
+
+def _prepare(task: TaskRun, materialize: bool) -> tuple[PreparedData, int]:
+    from raycad.data import prepare_datasets
+
+    data = prepare_datasets(task.cfg)
+    if materialize:
+        data = dataclasses.replace(data, datasets={k: ds.materialize() for k, ds in data.datasets.items()})
+    num_train = data.datasets["train"].count()
+    return data, num_train
+
+
+def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, show: bool) -> dict[str, Any]:
+    import ray
+    from ray import tune
+    from ray.data import DataContext
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raycad.tune.progress import TrialProgress
+    from raycad.tune.space import DefineByRun
+
+    t0 = time.perf_counter()
+    DataContext.get_current().enable_progress_bars = False
+    label = safe_name(task.name)
+    root, fs = _storage(cfg, out)
+    data, num_train = _prepare(task, cfg.materialize)
+    log.info("task %s: %d training records, %d classes, max_length %d", task.name, num_train, data.num_classes,
+             data.max_length)
+    concurrent = cfg.max_concurrent or default_max_concurrent(task.cfg, cfg.trial_cpu, ray.cluster_resources())
+    trials_log = out / "trials" / f"{label}.jsonl"
+    trials_log.parent.mkdir(parents=True, exist_ok=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_trial, base=task.cfg.to_dict(), data=data, num_train=num_train,
+                             storage_path=f"{root}/train/{label}", log_path=str(trials_log.resolve())),
+        tune.PlacementGroupFactory([{"CPU": cfg.trial_cpu}]),
+    )
+    experiment = _fs_path(f"{root}/tune", fs)
+    exp_path = f"{experiment}/{label}"
+    progress = TrialProgress(task.name, cfg.metric) if show else None
+    if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        log.info("task %s: restoring the interrupted Tune experiment %s", task.name, exp_path)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, storage_filesystem=fs,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        max_epochs = task.cfg.train.epochs
+        scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(cfg.asha.grace_period,
+                                   max_epochs), reduction_factor=cfg.asha.reduction_factor,
+                                   brackets=cfg.asha.brackets)
+                     if cfg.asha.enabled else FIFOScheduler())
+        searcher = OptunaSearch(space=DefineByRun(cfg.space), metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
+                                        num_samples=cfg.num_samples, max_concurrent_trials=concurrent),
+            run_config=tune.RunConfig(name=label, storage_path=experiment, storage_filesystem=fs,
+                                      callbacks=[progress] if progress else None, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=task.cfg.run.max_failures)),
+        )
+    log.info("task %s: %d trials, %d at a time, up to %d epochs each (ASHA %s)", task.name, cfg.num_samples,
+             concurrent, task.cfg.train.epochs, "on" if cfg.asha.enabled else "off")
+    grid = tuner.fit()
+    trials = [_trial_record(r, cfg.metric, cfg.mode) for r in grid]
+    return _task_row(cfg, task, data, trials, out, fs, wall=time.perf_counter() - t0, trials_log=trials_log)
+
+
+def _trial_record(result: Any, metric: str, mode: str) -> dict[str, Any]:
+    """Per trial: parameters, status, epochs run, and its best epoch (metric, checkpoint path)."""
+    df = result.metrics_dataframe
+    rows = [] if df is None or df.empty else df.to_dict("records")
+    rows = [r for r in rows if _finite(r.get(metric))]
+    sign = 1.0 if mode == "max" else -1.0  # best value first, then the earliest epoch (as raycad finetune)
+    best = max(rows, key=lambda r: (sign * r[metric], -r.get("epoch", 0))) if rows else None
+    params = {k: v for k, v in (result.config or {}).items()}
+    return {
+        "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
+        "params": params,
+        "error": repr(result.error) if result.error else None,
+        "epochs": int(max((r.get("epoch", 0) for r in rows), default=0)),
+        "best": {k: _plain(v) for k, v in best.items() if k in (metric, "epoch", "checkpoint_path", *VAL_KEYS)}
+        if best else None,
+    }
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[dict[str, Any]], out: Path,
+              fs: Any, *, wall: float, trials_log: Path) -> dict[str, Any]:
+    from raycad.tune.published import published_for
+
+    metric, max_epochs = cfg.metric, task.cfg.train.epochs
+    scored = [t for t in trials if t["best"] is not None]
+    if not scored:
+        errors = "; ".join(t["error"] for t in trials if t["error"]) or "no trial reported a metric"
+        raise RuntimeError(f"task {task.name}: no trial finished an epoch ({errors})")
+    pick = max if cfg.mode == "max" else min
+    best = pick(scored, key=lambda t: t["best"][metric])
+    best_cfg = apply(best["params"], task.cfg).with_overrides({"run.name": None})
+    config_path = best_cfg.save(out / "best_configs" / f"{safe_name(task.name)}.yaml")
+    row: dict[str, Any] = {
+        "task": task.name,
+        "benchmark": task.benchmark,
+        "data_source": data.source,
+        "best_trial": best["trial_id"],
+        "best_params": best["params"],
+        "best_config": describe(best["params"]),
+        "best_epoch": best["best"].get("epoch"),
+        **{k: best["best"].get(k) for k in VAL_KEYS},
+        "trials": len(trials),
+        "trials_completed": sum(1 for t in trials if not t["error"] and t["epochs"] >= max_epochs),
+        "trials_stopped_early": sum(1 for t in trials if not t["error"] and 0 < t["epochs"] < max_epochs),
+        "trials_errored": sum(1 for t in trials if t["error"]),
+        "trial_starts": _count_starts(trials_log),
+        "epochs_run": sum(t["epochs"] for t in trials),
+        "epochs_budget": len(trials) * max_epochs,
+        "wall_time_s": round(wall, 1),
+        "best_config_file": str(config_path),
+        "best_checkpoint": best["best"].get("checkpoint_path"),
+        "published": published_for(task.benchmark) if task.cfg.data.task else {},
+        "trials_detail": trials,
+    }
+    if cfg.evaluate_test and row["best_checkpoint"]:
+        row.update(_evaluate_best(best_cfg, row["best_checkpoint"], data, fs))
+    return row
+
+
+def _count_starts(trials_log: Path) -> int:
+    if not trials_log.is_file():
+        return 0
+    return sum(1 for line in trials_log.read_text().splitlines() if line.strip())
+
+
+def _evaluate_best(cfg: FinetuneConfig, checkpoint_path: str, data: PreparedData, fs: Any) -> dict[str, Any]:
+    import ray.train
+
+    from raycad.train import evaluate_checkpoint
+
+    split = "test" if "test" in data.datasets else "validation"
+    if split != "test":
+        log.warning("no test split: the best checkpoint is scored on the validation split")
+    checkpoint = ray.train.Checkpoint(checkpoint_path, filesystem=fs)
+    metrics = evaluate_checkpoint(cfg, checkpoint, data, split=split)
+    prefix = "test_" if split == "test" else "val_"
+    return {"test_split": split, **{f"test_{k}": _plain(metrics.get(f"{prefix}{k}"))
+                                    for k in ("accuracy", "f1", "mcc", "auroc")}}

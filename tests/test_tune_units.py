@@ -1,0 +1,162 @@
+"""Unit tests of raycad.tune that need no Ray cluster: search space, sampling, config export, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import optuna
+import pytest
+
+from raycad.config import ConfigError, FinetuneConfig
+from raycad.tune import SearchSpace, SweepConfig, apply, published_for
+from raycad.tune.cli import parse_tasks
+from raycad.tune.space import PARAM_NAMES, DefineByRun, Range
+from raycad.tune.summary import markdown, write_summary
+from raycad.tune.sweep import default_max_concurrent, resolve_tasks
+
+
+def _ask(space: SearchSpace, seed: int, n: int) -> list[dict]:
+    """The first ``n`` points Ray's OptunaSearch proposes with this seed (its real suggest path)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(space=DefineByRun(space), metric="val_accuracy", mode="max", seed=seed)
+    return [searcher.suggest(f"t{i}") for i in range(n)]
+
+
+def test_fixed_seed_proposes_same_first_configurations():
+    space = SearchSpace(method=["lora", "full"])
+    first = _ask(space, seed=7, n=4)
+    assert first == _ask(space, seed=7, n=4)
+    assert first != _ask(space, seed=8, n=4)
+    for params in first:  # every proposal is a complete, valid config
+        assert set(params) <= set(PARAM_NAMES)
+        apply(params, FinetuneConfig())
+
+
+def test_conditional_parameters_only_when_used():
+    space = SearchSpace(method=["lora", "full"], head_layers=[0, 1, 2])
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_full = seen_two = seen_zero = False
+    for _ in range(40):
+        trial = study.ask()
+        params = space.sample(trial)
+        assert set(trial.params) == set(params)
+        if params["method"] == "full":
+            seen_full = True
+            assert "lora_r" not in params and "lora_alpha_multiple" not in params
+        else:
+            assert params["lora_r"] in (4, 8, 16, 32)
+        layers = params["head_layers"]
+        assert all(f"head_hidden_{i}" in params for i in range(1, layers + 1))
+        assert f"head_hidden_{layers + 1}" not in params
+        assert ("head_dropout" in params) == (layers > 0)
+        assert 1e-4 <= params["lr"] <= 1e-2
+        seen_two |= layers == 2
+        seen_zero |= layers == 0
+        study.tell(trial, 0.5)
+    assert seen_full and seen_two and seen_zero
+
+
+def test_apply_maps_params_onto_the_config():
+    base = FinetuneConfig.from_dict({"train": {"epochs": 2}, "scaling": {"num_workers": 2}})
+    cfg = apply({"method": "lora", "lora_r": 16, "lora_alpha_multiple": 2.0, "lora_dropout": 0.1, "lr": 3e-3,
+                 "weight_decay": 0.01, "pooling": "max", "head_layers": 2, "head_hidden_1": 64,
+                 "head_hidden_2": 32, "head_dropout": 0.2, "batch_size": 32}, base)
+    assert (cfg.peft.method, cfg.peft.r, cfg.peft.alpha, cfg.peft.dropout) == ("lora", 16, 32.0, 0.1)
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (3e-3, 0.01)
+    assert (cfg.head.pooling, cfg.head.hidden_sizes, cfg.head.dropout) == ("max", [64, 32], 0.2)
+    assert cfg.train.batch_size == 32 and cfg.train.epochs == 2  # untouched fields keep the base values
+    full = apply({"method": "full", "head_layers": 0, "lr": 1e-3}, base)
+    assert full.peft.method == "none" and full.head.hidden_sizes == [] and full.head.dropout == 0.0
+    with pytest.raises(ConfigError, match="unknown search parameters"):
+        apply({"learning_rate": 1e-3}, base)
+    with pytest.raises(ConfigError, match="head_hidden_2"):
+        apply({"head_layers": 2, "head_hidden_1": 8}, base)
+    with pytest.raises(ConfigError, match="batch_size"):
+        apply({"batch_size": 33}, base)  # not divisible by 2 workers
+
+
+def test_best_config_file_roundtrips_through_finetune_loader(tmp_path):
+    cfg = apply({"method": "lora", "lora_r": 8, "lora_alpha_multiple": 1.0, "lr": 1e-3, "head_layers": 1,
+                 "head_hidden_1": 16, "head_dropout": 0.1}, FinetuneConfig())
+    path = cfg.save(tmp_path / "best.yaml")
+    assert FinetuneConfig.from_file(path) == cfg
+
+
+def test_space_overrides_from_yaml_and_validation(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("space:\n  lora_r: [8]\n  lr: {low: 0.001, high: 0.003, log: true}\n"
+                    "  batch_size: [16]\nnum_samples: 2\ntasks: [demo]\n")
+    cfg = SweepConfig.load(path, overrides=["space.pooling=[mean]", "base.train.epochs=2"])
+    assert cfg.space.lora_r == [8] and cfg.space.pooling == ["mean"]
+    assert cfg.space.lr == Range(low=0.001, high=0.003, log=True) and cfg.base.train.epochs == 2
+    with pytest.raises(ConfigError, match="no candidate values"):
+        SweepConfig.load(path, overrides=["space.pooling=[]"])
+    with pytest.raises(ConfigError, match="log range"):
+        SweepConfig.load(path, overrides=["space.lr.low=0"])
+    with pytest.raises(ConfigError):
+        SweepConfig.load(path, overrides=["space.pooling=[median]"])
+    with pytest.raises(ConfigError, match="not divisible"):
+        resolve_tasks(SweepConfig.load(path, overrides=["space.batch_size=[15]", "base.scaling.num_workers=2"]))
+
+
+def test_resolve_tasks_names_aliases_demo_and_user_data():
+    cfg = SweepConfig.from_dict({"tasks": ["demo", "nontata", {"name": "mine", "data": {"train": "x.csv"}}],
+                                 "trial_workers": 1, "gpu": False})
+    runs = resolve_tasks(cfg)
+    assert [r.name for r in runs] == ["demo", "human_nontata_promoters", "mine"]
+    assert runs[0].cfg.data.task is None and runs[0].cfg.data.train is None
+    assert runs[1].cfg.data.task == "human_nontata_promoters" and runs[1].benchmark == "human_nontata_promoters"
+    assert runs[2].cfg.data.train == "x.csv" and runs[2].benchmark is None
+    assert all(r.cfg.scaling.num_workers == 1 for r in runs)
+    assert len(resolve_tasks(SweepConfig(tasks=["all"]))) >= 8
+    with pytest.raises(ConfigError):
+        resolve_tasks(SweepConfig(tasks=["no_such_task"]))
+    with pytest.raises(ConfigError, match="unique"):
+        SweepConfig.from_dict({"tasks": ["demo", "demo"]})
+    assert parse_tasks("demo, nontata,mine=s3://b/k.csv") == [
+        "demo", "nontata", {"name": "mine", "data": {"train": "s3://b/k.csv"}}]
+
+
+def test_default_concurrency_leaves_a_cpu_for_ray_data():
+    two_workers = FinetuneConfig.from_dict({"scaling": {"num_workers": 2}})
+    assert default_max_concurrent(two_workers, 0.01, {"CPU": 2.0}) == 1
+    assert default_max_concurrent(two_workers, 0.01, {"CPU": 16.0}) == 7  # 2 x 1 CPU + 0.01 each, 1 CPU kept
+    gpu = FinetuneConfig.from_dict({"scaling": {"num_workers": 1, "use_gpu": True}})
+    assert default_max_concurrent(gpu, 0.01, {"CPU": 16.0, "GPU": 2.0}) == 2
+    with pytest.raises(ConfigError, match="GPUs"):
+        default_max_concurrent(gpu, 0.01, {"CPU": 16.0})
+
+
+def test_published_table_is_in_the_package():
+    assert published_for("human_nontata_promoters") == {"CNN": 0.861, "HyenaDNA": 0.944, "Caduceus-Ph": 0.946,
+                                                        "Caduceus-PS": 0.945}
+    assert published_for("enhancers_cohn")["Caduceus-PS"] == 0.745  # aliases resolve
+    assert published_for("drosophila_enhancers_stark") == {} and published_for(None) == {}
+
+
+def _row(task: str, **kw) -> dict:
+    row = {"task": task, "benchmark": None, "best_config": "lora r8", "best_trial": "t1", "best_epoch": 2,
+           "best_params": {"lora_r": 8}, "val_accuracy": 0.8, "val_f1": 0.79, "val_mcc": 0.6, "val_auroc": 0.88,
+           "test_split": "test", "test_accuracy": 0.81, "test_f1": 0.8, "test_mcc": 0.61, "test_auroc": 0.9,
+           "trials": 3, "trials_completed": 1, "trials_stopped_early": 2, "trials_errored": 0, "trial_starts": 3,
+           "epochs_run": 5, "epochs_budget": 9, "wall_time_s": 12.5, "best_config_file": "b.yaml", "published": {}}
+    row.update(kw)
+    return row
+
+
+def test_summary_files(tmp_path):
+    rows = [_row("demo"), _row("human_nontata_promoters", published=published_for("nontata"))]
+    paths = write_summary(tmp_path, rows)
+    with open(paths["csv"]) as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["task"] for r in table] == ["demo", "human_nontata_promoters"]
+    assert table[1]["published_Caduceus-PS"] == "0.945" and table[0]["published_Caduceus-PS"] == ""
+    assert table[0]["test_accuracy"] == "0.81" and table[0]["trials_stopped_early"] == "2"
+    md = paths["markdown"].read_text()
+    assert "| human_nontata_promoters | 0.810 | 0.861 | 0.944 | 0.946 | 0.945 |" in md
+    assert "5 / 9 | 44% |" in md  # ASHA saved 4 of 9 budgeted epochs
+    assert paths["plot"].stat().st_size > 5000 and paths["plot"].read_bytes()[:4] == b"\x89PNG"
+    json.dumps(rows)  # rows stay JSON-serializable (written per task for resume)
+    assert "–" in markdown([_row("x", test_accuracy=None)])
