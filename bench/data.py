@@ -93,8 +93,10 @@ def bench_tokenizer(repeats: int = 5) -> tuple[dict[str, Any], str]:
     lengths = rng.integers(500, 1500, size=4000)
     letters = np.frombuffer(b"ACGTacgtN", dtype=np.uint8)
     synthetic = [letters[rng.integers(0, 9, size=n)].tobytes().decode() for n in lengths]
+    reads = [letters[rng.integers(0, 4, size=n)].tobytes().decode() for n in rng.integers(50, 151, size=40_000)]
     workloads = {"bundled nontata, 9,034 x 251 bp, max_length 251": (real, 251),
-                 "random 500-1,499 bp (soft-masked, N), 4,000 seqs, truncated to 1,024": (synthetic, 1024)}
+                 "random 500-1,499 bp (soft-masked, N), 4,000 seqs, truncated to 1,024": (synthetic, 1024),
+                 "random 50-150 bp reads, 40,000 seqs, padded to 150": (reads, 150)}
     tok, baseline = CaduceusTokenizer(), PerCharTokenizer()
     rows, result = [], {}
     for name, (seqs, max_length) in workloads.items():

@@ -91,7 +91,7 @@ def _plain_loop(cfg, n_batches: int, threads: int) -> float:
     demo = pd.read_parquet(BUNDLED_DEMO)
     train = demo[demo.split == "train"]
     ids = CaduceusTokenizer().encode_batch(train.sequence.tolist(), 251).input_ids.astype(np.int64)
-    labels = train.label.to_numpy()
+    labels = train.label.to_numpy().astype(np.int64)
     model = build_model(cfg, 2)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, n_batches)

@@ -19,6 +19,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# Tests never talk to real AWS: fake credentials are set before anything (Ray workers included) starts,
+# so every process of the session sees the same ones as the moto endpoint.
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+for _var in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_OMICS"):
+    os.environ.pop(_var, None)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -60,16 +66,11 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3 endpoint (moto_server) on loopback. Yields its URL; AWS env vars point at fake credentials."""
+    """A real S3 endpoint (moto_server) on loopback; yields its URL (fake credentials are set above)."""
     exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
     port = free_port()
-    env = dict(os.environ)
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env,
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
     try:
         wait_for_port(port, proc=proc)
         yield f"http://127.0.0.1:{port}"
@@ -79,8 +80,3 @@ def s3_server():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

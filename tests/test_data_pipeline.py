@@ -164,6 +164,7 @@ def test_collator_augments_deterministically_per_record_and_conjoins():
 
 
 # ---- end to end on Ray -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_prepare_bundled_demo_and_iter_batches(ray_local):
     from raycad.data import iter_batches, prepare_datasets
 
@@ -199,6 +200,7 @@ def test_prepare_bundled_demo_and_iter_batches(ray_local):
     assert len(got) == 300 and got <= expected
 
 
+@pytest.mark.slow
 def test_prepare_task_from_a_local_hf_copy_with_bad_records(ray_local, tmp_path, shared_dir):
     from raycad.data import prepare_datasets
 

@@ -4,7 +4,6 @@ with moto_server as the S3 behind it; Ray Data streams the imported read sets ba
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections import Counter
 
@@ -19,12 +18,6 @@ from raycad.data.healthomics import (
     read_healthomics,
 )
 from raycad.data.loader import BUNDLED_DEMO
-
-# Fake credentials for moto and the stand-in, set at collection time so that Ray workers (started later by the
-# `ray_local` fixture) inherit them too; real credentials, when present, are left alone.
-for _key, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1"}.items():
-    os.environ.setdefault(_key, _value)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +158,7 @@ def test_finetune_streams_read_sets_from_healthomics(imported, omics, tmp_path, 
     cfg = FinetuneConfig.from_dict({
         "model": {"preset": "caduceus-ps-1k-d118-l4", "overrides": {"d_model": 32, "n_layer": 2}},
         "data": {"train": result.uri("train"), "validation": result.uri("validation"), "test": result.uri("test"),
-                 "class_names": result.class_names, "limit": 256},
+                 "class_names": result.class_names, "limit": 128},
         "train": {"epochs": 1, "batch_size": 32, "eval_batch_size": 128},
         "scaling": {"num_workers": 1},
         "run": {"output_dir": str(tmp_path), "name": "omics-e2e", "export_model": False},

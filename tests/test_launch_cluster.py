@@ -102,13 +102,9 @@ def test_sagemaker_bootstrap_two_hosts_form_one_cluster(tmp_path, ray_tmp):
 
 
 @pytest.mark.slow
-def test_finetune_job_submitted_to_a_local_cluster(tmp_path, ray_tmp, s3_server):
-    """``ray start --head`` on 127.0.0.1 + JobSubmissionClient -> SUCCEEDED, results on the node and in S3."""
-    import boto3
+def test_finetune_job_submitted_to_a_local_cluster(tmp_path, ray_tmp):
+    """``ray start --head`` on 127.0.0.1 + JobSubmissionClient -> SUCCEEDED and a results file."""
     from ray.job_submission import JobStatus, JobSubmissionClient
-
-    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    s3.create_bucket(Bucket="raycad-jobs")
 
     port, dashboard = free_port(), free_port()
     token = secrets.token_hex(16)
@@ -130,8 +126,7 @@ def test_finetune_job_submitted_to_a_local_cluster(tmp_path, ray_tmp, s3_server)
         client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
         out = tmp_path / "runs"
         args = [*TINY, "--set", "scaling.num_workers=1", "--set", f"run.output_dir={out}",
-                "--set", "run.name=job", "--set", "run.storage_path=s3://raycad-jobs/runs",
-                "--set", f"data.s3_endpoint={s3_server}", "--set", "data.s3_region=us-east-1"]
+                "--set", "run.name=job"]
         submit_deadline = time.monotonic() + 180
         while True:  # the head's job agent registers a little after the dashboard opens
             try:
@@ -151,13 +146,7 @@ def test_finetune_job_submitted_to_a_local_cluster(tmp_path, ray_tmp, s3_server)
             time.sleep(2)
         logs = client.get_job_logs(job_id)
         assert status == JobStatus.SUCCEEDED, logs[-4000:]
-        local = read_results(out / "job")
-        # the configured (S3) storage holds the checkpoints and a copy of the outputs
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="raycad-jobs", Prefix="runs/job/")["Contents"]}
-        assert {"runs/job/results.json", "runs/job/metrics.csv"} <= keys
-        assert any("checkpoint" in k or "epoch" in k for k in keys), sorted(keys)
-        remote = json.loads(s3.get_object(Bucket="raycad-jobs", Key="runs/job/results.json")["Body"].read())
-        assert remote["test_metrics"] == local["test_metrics"]
+        read_results(out / "job")
     finally:
         stop_session(head)
     assert head.returncode is not None

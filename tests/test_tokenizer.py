@@ -171,6 +171,10 @@ def test_reverse_complement_keeping_left_padding_equals_tokenizing_the_reverse_s
     np.testing.assert_array_equal(reverse_complement_ids(torch.from_numpy(ids), padding_side="left").numpy(),
                                   expected)
     np.testing.assert_array_equal(reverse_complement_ids(reverse_complement_ids(ids)), ids)
+    right = CaduceusTokenizer(padding_side="right")
+    ids_right = right(seqs, padding="max_length", max_length=70, truncation=True, return_tensors="np")["input_ids"]
+    expected_right = right(rc_strings, padding="max_length", max_length=70, return_tensors="np")["input_ids"]
+    np.testing.assert_array_equal(reverse_complement_ids(ids_right, padding_side="right"), expected_right)
 
 
 def test_decode_and_save_load_round_trip(tmp_path):

@@ -279,6 +279,12 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
         "run": name,
         "config": cfg.to_dict(),
         "data": data_report,
+        # streaming_split(equal=True) gives every worker the same number of rows: up to num_workers - 1 rows of
+        # train/validation are left out of each epoch / evaluation. Counted here, never silently.
+        "rows_left_out_by_equal_split": {
+            "train_per_epoch": num_train - int(history[-1].get("train_samples", num_train)) if history else 0,
+            "validation": counts.get("validation", 0) - int(best_metrics.get("val_n", counts.get("validation", 0))),
+        },
         "class_names": list(data.class_names),
         "num_classes": data.num_classes,
         "max_length": data.max_length,

@@ -13,10 +13,14 @@ For each task of a `SweepConfig`:
    conjoined when ``head.conjoin_eval``) and its config is written as a file ``raycad finetune --config``
    accepts.
 
-Resources (see BENCHMARKS.md "## Tuning"): a trial's own process only waits on its `TorchTrainer`, so it
-asks for a sliver of a CPU (``trial_cpu``, 0.01); Ray Train's controller takes none and the workers get their
-own placement group. Ray Data's tasks need whole CPUs outside those groups, so concurrency is capped to leave
-one CPU free (`default_max_concurrent`); on a 2-core machine that is one trial at a time, 2 workers at 0.5 CPU.
+Resources, as measured with Ray 2.60 on a 2-core machine: a trial's own process only waits on its
+`TorchTrainer`, so it asks for a sliver of a CPU (``trial_cpu`` = 0.01; Tune rejects a 0-CPU request); Ray
+Train's controller takes none and the workers get their own placement group (`resolve_cpus_per_worker` of
+`raycad.train` gives 2 CPU workers 0.5 CPU each). Ray Data's tasks are scheduled outside those groups and need
+a whole free CPU each, so concurrency is capped to leave one CPU free (`default_max_concurrent`: one trial at
+a time on 2 cores) and each task's data is materialized once before its trials start. Tune does not release
+a trial's worker placement group when it stops the trial; `raycad.tune.cleanup` does, or the next trial
+would wait forever for CPUs.
 
 An interrupted sweep resumes with `resume_sweep` / ``raycad tune --resume DIR``: finished tasks are kept,
 an unfinished task's Tune experiment is restored (`Tuner.restore`: finished trials are kept, interrupted ones
@@ -221,13 +225,15 @@ def _run_trial(params: TrialParams, *, base: dict[str, Any], data: PreparedData,
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raycad.train import build_trainer
+    from raycad.tune.cleanup import PlacementGroupRecorder
 
     cfg = apply(params, FinetuneConfig.from_dict(base))
     trial_id = tune.get_context().get_trial_id()
     if log_path:  # a record of every start, so a resumed sweep can show which trials were re-run
         with open(log_path, "a") as fh:
             fh.write(json.dumps({"event": "start", "trial_id": trial_id, "time": time.time()}) + "\n")
-    trainer = build_trainer(cfg, data, callbacks=[TuneReportCallback()], name=f"trial_{trial_id}",
+    callbacks = [TuneReportCallback(), PlacementGroupRecorder(trial_id)]
+    trainer = build_trainer(cfg, data, callbacks=callbacks, name=f"trial_{trial_id}",
                             storage_path=storage_path, num_train=num_train)
     result = trainer.fit()
     if result.error:
@@ -355,6 +361,7 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from raycad.tune.cleanup import ReleasePlacementGroups, start_registry
     from raycad.tune.progress import TrialProgress
     from raycad.tune.space import DefineByRun
 
@@ -375,7 +382,8 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     )
     experiment = _fs_path(f"{root}/tune", fs)
     exp_path = f"{experiment}/{label}"
-    progress = TrialProgress(task.name, cfg.metric) if show else None
+    start_registry()
+    callbacks = [ReleasePlacementGroups()] + ([TrialProgress(task.name, cfg.metric)] if show else [])
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
         log.info("task %s: restoring the interrupted Tune experiment %s", task.name, exp_path)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, storage_filesystem=fs,
@@ -392,7 +400,7 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
             tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=cfg.num_samples, max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name=label, storage_path=experiment, storage_filesystem=fs,
-                                      callbacks=[progress] if progress else None, verbose=0,
+                                      callbacks=callbacks, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=task.cfg.run.max_failures)),
         )
     log.info("task %s: %d trials, %d at a time, up to %d epochs each (ASHA %s)", task.name, cfg.num_samples,
