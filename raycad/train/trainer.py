@@ -101,6 +101,21 @@ def _storage(cfg: FinetuneConfig, storage_path: str | None, run_dir: Path) -> tu
     return path, None
 
 
+def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int) -> bool:
+    """Small data: shuffle the training split once (seeded) and keep every split tokenized in the object store.
+
+    Sources are often ordered (by class, by file), and Ray Train only shuffles locally within a buffer
+    (`raycad.data.iter_batches`), so a class-sorted file would give single-class batches and shards. A global
+    shuffle fixes that; for small data it costs little, and materializing avoids re-reading and
+    re-tokenizing every epoch. Returns whether it applied (``total_records <= MATERIALIZE_MAX_RECORDS``).
+    """
+    if total_records > MATERIALIZE_MAX_RECORDS:
+        return False
+    data.datasets = {name: (ds.random_shuffle(seed=cfg.train.seed) if name == "train" else ds).materialize()
+                     for name, ds in data.datasets.items()}
+    return True
+
+
 def default_run_name(cfg: FinetuneConfig) -> str:
     base = cfg.data.task or (Path(cfg.data.train).stem.split(".")[0] if cfg.data.train else "demo")
     return f"{base}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -240,9 +255,7 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
     data_report = data.report()
     counts = {name: split["records"] for name, split in data_report["splits"].items()}
     num_train = counts["train"]
-    if sum(counts.values()) <= MATERIALIZE_MAX_RECORDS:
-        # Small data: tokenize once into the object store instead of re-running the pipeline every epoch.
-        data.datasets = {name: ds.materialize() for name, ds in data.datasets.items()}
+    cache_small_data(data, cfg, sum(counts.values()))
     log.info("data: %s classes %s, max_length %d, %d training records", data.num_classes, data.class_names,
              data.max_length, num_train)
     t_fit = time.perf_counter()

@@ -50,11 +50,13 @@ _DRIVER_HANDLE: Any = None  # a named actor dies with its last handle: the drive
 
 
 def start_registry() -> Any:
-    """The driver's registry actor (created once per Ray session; it lives as long as the driver holds it)."""
+    """The driver's registry actor, created once per Ray session and kept alive by the handle held here."""
     global _DRIVER_HANDLE
-    _DRIVER_HANDLE = PlacementGroupRegistry.options(name=REGISTRY_NAME, namespace=REGISTRY_NAMESPACE,
-                                                    get_if_exists=True).remote()
-    return _DRIVER_HANDLE
+    try:
+        return _registry()
+    except ValueError:  # none yet in this Ray session
+        _DRIVER_HANDLE = PlacementGroupRegistry.options(name=REGISTRY_NAME, namespace=REGISTRY_NAMESPACE).remote()
+        return _DRIVER_HANDLE
 
 
 def _registry() -> Any:
