@@ -1,12 +1,12 @@
 """Tuning benchmark: a small ``raycad tune`` sweep on this machine; results go to ``## Tuning`` in BENCHMARKS.md.
 
-It runs one task (the bundled demo, ``data.limit`` records per split, a small Caduceus) with N trials of E
+It runs one task (a class-balanced slice of the bundled demo, a small Caduceus) with N trials of E
 epochs under ASHA, and reports the sweep's wall time, trials/hour, the time per trial split into training
 and everything else (Ray Train start-up, validation, checkpoints), and what ASHA saved: epochs run against
 epochs budgeted (every trial to the end), and the wall time that would have cost at the measured seconds
 per epoch.
 
-    python bench/tune.py --trials 6 --epochs 3 --limit 512 --write
+    python bench/tune.py --trials 6 --epochs 3 --per-class 256 --write
 """
 
 from __future__ import annotations
@@ -37,17 +37,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = SweepConfig.from_dict({
         "base": {"model": {"preset": "caduceus-ps-1k-d118-l4", "overrides": {"d_model": args.d_model,
                                                                             "n_layer": args.n_layer}},
-                 "data": {"limit": args.limit}, "train": {"epochs": args.epochs},
-                 "scaling": {"num_workers": args.workers}, "run": {"export_model": False}},
+                 "train": {"epochs": args.epochs}, "scaling": {"num_workers": args.workers},
+                 "run": {"export_model": False}},
         "space": {"batch_size": [32, 64], "head_hidden": [32, 64]},
-        "tasks": ["demo"], "num_samples": args.trials, "seed": args.seed, "name": "bench",
+        "tasks": [{"name": "demo_slice", "data": balanced_slice(out / "data", args.per_class)}],
+        "num_samples": args.trials, "seed": args.seed, "name": "bench",
         "output_dir": str(out), "asha": {"grace_period": 1, "reduction_factor": 2},
     })
     t0 = time.perf_counter()
     result = run_sweep(cfg, show=False)
     wall = time.perf_counter() - t0
     row = result.rows[0]
-    train_s, epochs = _epoch_times(Path(cfg.output_dir) / "bench" / "ray" / "tune" / "demo")
+    train_s, epochs = _epoch_times(Path(cfg.output_dir) / "bench" / "ray" / "tune" / "demo_slice")
     per_epoch = train_s / epochs if epochs else float("nan")
     saved_epochs = row["epochs_budget"] - row["epochs_run"]
     return {
@@ -60,6 +61,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "best_val_accuracy": row["val_accuracy"], "test_accuracy": row.get("test_accuracy"),
         "best_config": row["best_config"], "load": f"{os.getloadavg()[0]:.1f}",
     }
+
+
+def balanced_slice(root: Path, per_class: int) -> dict[str, str]:
+    """Class-balanced train/validation/test CSVs (per_class, per_class/4, per_class/4 rows per class) cut from
+    the bundled demo's own splits."""
+    import pandas as pd
+
+    from raycad.data.loader import BUNDLED_DEMO
+
+    root.mkdir(parents=True, exist_ok=True)
+    demo = pd.read_parquet(BUNDLED_DEMO)
+    paths = {}
+    for split, n in (("train", per_class), ("validation", per_class // 4), ("test", per_class // 4)):
+        part = demo[demo.split == split].groupby("label").head(n).sample(frac=1, random_state=0)
+        paths[split] = str(root / f"{split}.csv")
+        part[["id", "sequence", "label"]].to_csv(paths[split], index=False)
+    return paths
 
 
 def _epoch_times(experiment: Path) -> tuple[float, int]:
@@ -77,7 +95,8 @@ def _epoch_times(experiment: Path) -> tuple[float, int]:
 def fragment(r: dict[str, Any], args: argparse.Namespace) -> str:
     budget_h = r["epochs_budget"] * r["train_s_per_epoch"] + r["trials"] * r["overhead_s_per_trial"]
     return "\n".join([
-        (f"One task (bundled demo, `data.limit={args.limit}` per split), {args.trials} trials x {args.epochs} "
+        (f"One task (a class-balanced slice of the bundled demo: {2 * args.per_class} / {args.per_class // 2} / "
+        f"{args.per_class // 2} train/val/test sequences of 251 bp), {args.trials} trials x {args.epochs} "
         f"epochs, Caduceus-PS d_model {args.d_model} x {args.n_layer} layers, {args.workers} Ray Train "
         f"worker(s) per trial, one trial at a time (2 cores: a trial's workers take 1 CPU, one stays free for "
         f"Ray Data), Optuna TPE (seed {args.seed}) + ASHA (grace 1 epoch, reduction 2) on val_accuracy."),
@@ -118,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=512, help="records per split")
+    parser.add_argument("--per-class", type=int, default=256, help="training sequences per class")
     parser.add_argument("--d-model", type=int, default=32)
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)

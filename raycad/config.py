@@ -122,8 +122,9 @@ class ModelSection(Config):
 
     pretrained: str | None = None
     """Local directory (config.json + model.safetensors) or Hugging Face repo id; None = random init."""
-    preset: str = "caduceus-ps-1k-d128-l4"
-    """Named shape (see `raycad.model.PRESETS`) used for random init when `pretrained` is None."""
+    preset: str = "caduceus-ph-1k-d64-l2"
+    """Named shape (see `raycad.model.PRESETS`) used for random init when `pretrained` is None. The default is
+    small enough to train from scratch on 2 CPU cores within the demo's time budget (see BENCHMARKS.md)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """CaduceusConfig fields to change on top of the preset / checkpoint config (e.g. {"n_layer": 2})."""
     gradient_checkpointing: bool = False
@@ -142,7 +143,7 @@ class HeadSection(Config):
     activation: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
     conjoin_train: bool = False
     """Train on both strands and average their logits (post-hoc conjoining at train time)."""
-    conjoin_eval: bool = False
+    conjoin_eval: bool = True
     """Evaluate on both strands and average their logits (Caduceus-Ph); PS models are already RC-invariant."""
 
 
@@ -159,7 +160,7 @@ class PeftSection(Config):
 class OptimSection(Config):
     """AdamW."""
 
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -224,7 +225,7 @@ class TrainSection(Config):
     batch_size: int = Field(32, ge=1)
     """Global batch size (all workers, one optimizer step before accumulation): each worker gets its share."""
     eval_batch_size: int = Field(128, ge=1)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(4, ge=1)
     grad_clip: float | None = 1.0
     grad_accum: int = Field(1, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -70,8 +70,9 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
     exported, meta = load_exported(run / "model")
     trained, _ = load_model_from_checkpoint(results["best_checkpoint"])
     seqs = pd.read_csv(tiny_data["test"]).sequence.tolist()
-    p_export = predict_proba(exported, seqs, max_length=64)
-    p_ckpt = predict_proba(trained, seqs, max_length=64)
+    assert meta["conjoin_eval"] is True  # the default: both strands' logits averaged at evaluation
+    p_export = predict_proba(exported, seqs, max_length=64, conjoin=True)
+    p_ckpt = predict_proba(trained, seqs, max_length=64, conjoin=True)
     np.testing.assert_allclose(p_export, p_ckpt, atol=1e-5)
     assert meta["class_names"] == ["0", "1"] and not any("lora" in k for k in exported.state_dict())
 

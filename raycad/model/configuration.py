@@ -193,3 +193,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 "ps" = reverse-complement parameter sharing (rcps=True); "ph" = the plain bidirectional model, used with
 post-hoc conjoining (set ``conjoin_eval=True``).
 """
+PRESETS.update({f"caduceus-{kind}-1k-d64-l2": _preset(64, 2, rcps=kind == "ps") for kind in ("ps", "ph")})
+# ^ not a released checkpoint: a small shape for training from scratch on CPU (the bundled demo's default).

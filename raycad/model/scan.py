@@ -145,13 +145,16 @@ def _contract(X: Tensor, M: Tensor, out: Tensor) -> Tensor:
     return out
 
 
-def _reduce(X: Tensor, w: Tensor, M: Tensor) -> Tensor:
-    """Gradient of `_outer`/`_contract` w.r.t. ``M``: ``sum_h w[t, b, (g, h)] * X[t, b, g, n, h]``, summed
-    over t and b too when ``M`` is constant."""
+def _reduce_into(grad: Tensor, X: Tensor, w: Tensor, s: int, e: int) -> None:
+    """Gradient of `_outer`/`_contract` w.r.t. B or C for time steps ``s:e``:
+    ``sum_h w[t, b, (g, h)] * X[t, b, g, n, h]``, written into ``grad[s:e]`` (input-dependent ``[l, b, g, n]``)
+    or summed over t and b into ``grad`` (constant ``[g, n, h]``)."""
     T, b, g, n, h = X.shape
-    if M.dim() == 3:
-        return torch.einsum("tbgh,tbgnh->gnh", w.view(T, b, g, h), X)
-    return torch.bmm(w.reshape(T * b * g, 1, h), X.view(T * b * g, n, h).transpose(1, 2)).view(T, b, g, n)
+    if grad.dim() == 3:
+        grad += torch.einsum("tbgh,tbgnh->gnh", w.view(T, b, g, h), X)
+    else:
+        torch.bmm(w.reshape(T * b * g, 1, h), X.view(T * b * g, n, h).transpose(1, 2),
+                  out=grad[s:e].view(T * b * g, 1, n))
 
 
 def _chunk_of(M: Tensor, s: int, e: int) -> Tensor:
@@ -180,7 +183,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         starts = range(0, length, T)
         y = u.new_empty(length, batch, dim)
         dA = u.new_empty(T, batch, groups, dstate, head)
-        X = torch.empty_like(dA)
+        X = [torch.empty_like(dA), torch.empty_like(dA)]  # alternate, so the previous last state stays valid
         entry = u.new_empty(len(starts), batch, groups, dstate, head) if save else None
         x = u.new_zeros(batch, groups, dstate, head)
         A2 = A * LOG2_E
@@ -188,13 +191,14 @@ class _SelectiveScanFn(torch.autograd.Function):
             e = min(s + T, length)
             if save:
                 entry[k] = x
-            _chunk_states(dlt[s:e], u[s:e], A2, _chunk_of(B, s, e), x, dA[: e - s], X[: e - s])
-            _contract(X[: e - s], _chunk_of(C, s, e), out=y[s:e])
-            x = X[e - s - 1].clone()
+            X_c = X[k % 2][: e - s]
+            _chunk_states(dlt[s:e], u[s:e], A2, _chunk_of(B, s, e), x, dA[: e - s], X_c)
+            _contract(X_c, _chunk_of(C, s, e), out=y[s:e])
+            x = X_c[-1]
         if save:
             ctx.save_for_backward(u, dlt, A, B, C, entry)
             ctx.chunk = T
-        return y, x
+        return y, x.clone()
 
     @staticmethod
     def backward(ctx, gy: Tensor, glast: Tensor | None):
@@ -226,10 +230,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             for t in range(n_t - 2, -1, -1):
                 G_c[t].addcmul_(dA_c[t + 1], G_c[t + 1])
             carry = dA_c[0] * G_c[0]
-            if C.dim() == 3:
-                gC += _reduce(X_c, gy_c, C)
-            else:
-                gC[s:e] = _reduce(X_c, gy_c, C)
+            _reduce_into(gC, X_c, gy_c, s, e)
             # Q[t] = G[t] dA[t] x[t-1] = dL/d(delta'[t] A), built in dA's buffer; X's buffer becomes scratch.
             Q = dA_c.mul_(G_c)
             Q[1:].mul_(X_c[:-1])
@@ -238,10 +239,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             gA += torch.mul(Q, d_c.view(n_t, batch, groups, 1, head), out=X_c).sum((0, 1))
             # Through the input term delta'[t] u[t] B[t]: w = delta' u, dL/dw = sum_n G B.
             _contract(G_c, B_c, out=gw_c)
-            if B.dim() == 3:
-                gB += _reduce(G_c, d_c * u_c, B)
-            else:
-                gB[s:e] = _reduce(G_c, d_c * u_c, B)
+            _reduce_into(gB, G_c, d_c * u_c, s, e)
             torch.mul(gw_c, d_c, out=gu[s:e])
             gdlt[s:e].addcmul_(gw_c, u_c)
         return gu, gdlt, gA, gB, gC, None, None

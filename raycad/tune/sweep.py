@@ -411,21 +411,30 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
 
 
 def _trial_record(result: Any, metric: str, mode: str) -> dict[str, Any]:
-    """Per trial: parameters, status, epochs run, and its best epoch (metric, checkpoint path)."""
+    """Per trial: parameters, status, epochs run, and its epochs ranked best first (metric, checkpoint path)."""
     df = result.metrics_dataframe
     rows = [] if df is None or df.empty else df.to_dict("records")
     rows = [r for r in rows if _finite(r.get(metric))]
     sign = 1.0 if mode == "max" else -1.0  # best value first, then the earliest epoch (as raycad finetune)
-    best = max(rows, key=lambda r: (sign * r[metric], -r.get("epoch", 0))) if rows else None
-    params = {k: v for k, v in (result.config or {}).items()}
+    ranked = sorted(rows, key=lambda r: (-sign * r[metric], r.get("epoch", 0)))
+    keep = (metric, "epoch", "checkpoint_path", *VAL_KEYS)
     return {
         "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
-        "params": params,
+        "params": dict(result.config or {}),
         "error": repr(result.error) if result.error else None,
         "epochs": int(max((r.get("epoch", 0) for r in rows), default=0)),
-        "best": {k: _plain(v) for k, v in best.items() if k in (metric, "epoch", "checkpoint_path", *VAL_KEYS)}
-        if best else None,
+        "ranked": [{k: _plain(v) for k, v in r.items() if k in keep} for r in ranked],
     }
+
+
+def _exists(path: str | None, fs: Any) -> bool:
+    if not path:
+        return False
+    if fs is None:
+        return Path(path).is_dir()
+    import pyarrow.fs
+
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
 def _finite(value: Any) -> bool:
@@ -441,12 +450,15 @@ def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[
     from raycad.tune.published import published_for
 
     metric, max_epochs = cfg.metric, task.cfg.train.epochs
-    scored = [t for t in trials if t["best"] is not None]
+    scored = [t for t in trials if t["ranked"]]
     if not scored:
         errors = "; ".join(t["error"] for t in trials if t["error"]) or "no trial reported a metric"
         raise RuntimeError(f"task {task.name}: no trial finished an epoch ({errors})")
     pick = max if cfg.mode == "max" else min
-    best = pick(scored, key=lambda t: t["best"][metric])
+    best = pick(scored, key=lambda t: t["ranked"][0][metric])
+    # The trial's best epoch whose checkpoint Ray Train kept (it keeps `checkpoints_to_keep` by score; ties
+    # between epochs can leave only a later one of equal score).
+    epoch = next((r for r in best["ranked"] if _exists(r.get("checkpoint_path"), fs)), best["ranked"][0])
     best_cfg = apply(best["params"], task.cfg).with_overrides({"run.name": None})
     config_path = best_cfg.save(out / "best_configs" / f"{safe_name(task.name)}.yaml")
     row: dict[str, Any] = {
@@ -456,8 +468,8 @@ def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[
         "best_trial": best["trial_id"],
         "best_params": best["params"],
         "best_config": describe(best["params"]),
-        "best_epoch": best["best"].get("epoch"),
-        **{k: best["best"].get(k) for k in VAL_KEYS},
+        "best_epoch": epoch.get("epoch"),
+        **{k: epoch.get(k) for k in VAL_KEYS},
         "trials": len(trials),
         "trials_completed": sum(1 for t in trials if not t["error"] and t["epochs"] >= max_epochs),
         "trials_stopped_early": sum(1 for t in trials if not t["error"] and 0 < t["epochs"] < max_epochs),
@@ -467,12 +479,14 @@ def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[
         "epochs_budget": len(trials) * max_epochs,
         "wall_time_s": round(wall, 1),
         "best_config_file": str(config_path),
-        "best_checkpoint": best["best"].get("checkpoint_path"),
+        "best_checkpoint": epoch.get("checkpoint_path") if _exists(epoch.get("checkpoint_path"), fs) else None,
         "published": published_for(task.benchmark) if task.cfg.data.task else {},
         "trials_detail": trials,
     }
     if cfg.evaluate_test and row["best_checkpoint"]:
         row.update(_evaluate_best(best_cfg, row["best_checkpoint"], data, fs))
+    elif cfg.evaluate_test:
+        log.warning("task %s: the best trial's checkpoints are gone; no test evaluation", task.name)
     return row
 
 
