@@ -57,17 +57,25 @@ def load() -> float:
 
 
 def scan_inputs(batch: int, dim: int, dstate: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Inputs shaped and scaled like a Mamba layer's at initialisation (S4D-real A, dt in [1e-3, 1e-1])."""
+    """Inputs shaped and scaled like a Mamba layer's at initialisation (S4D-real A, dt in [1e-3, 1e-1]).
+
+    As in raycad's model, the [batch, dim, length] tensors are views of time-major [length, batch, dim]
+    storage (and B/C [batch, dstate, length] views of [length, batch, dstate]).
+    """
     g = torch.Generator().manual_seed(seed)
     dt_init = torch.exp(torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+
+    def time_major(rows: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(length, batch, rows, generator=g) * scale).permute(1, 2, 0)
+
     tensors = {
-        "u": torch.randn(batch, dim, length, generator=g),
-        "delta": torch.randn(batch, dim, length, generator=g) * 0.5,
+        "u": time_major(dim),
+        "delta": time_major(dim, 0.5),
         "A": -torch.arange(1, dstate + 1, dtype=torch.float32).repeat(dim, 1),
-        "B": torch.randn(batch, dstate, length, generator=g),
-        "C": torch.randn(batch, dstate, length, generator=g),
+        "B": time_major(dstate),
+        "C": time_major(dstate),
         "D": torch.ones(dim),
-        "z": torch.randn(batch, dim, length, generator=g),
+        "z": time_major(dim),
         "delta_bias": dt_init + torch.log(-torch.expm1(-dt_init)),  # softplus^-1(dt_init)
     }
     return {k: v.requires_grad_() for k, v in tensors.items()}
@@ -93,7 +101,8 @@ def bench_scan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     rows = []
     for length in args.lengths:
         inputs = scan_inputs(args.batch, args.dim, args.dstate, length)
-        grad_out = torch.randn(args.batch, args.dim, length, generator=torch.Generator().manual_seed(1))
+        grad_out = torch.randn(length, args.batch, args.dim, generator=torch.Generator().manual_seed(1))
+        grad_out = grad_out.permute(1, 2, 0)
         fast = [fwd_bwd(selective_scan_chunked, inputs, grad_out) for _ in range(args.repeats + 1)][1:]
         fast_fwd = statistics.median(r[0] for r in fast)
         fast_total = statistics.median(r[0] + r[1] for r in fast)

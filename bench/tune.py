@@ -26,6 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 SECTION = "## Tuning"
+NOTE = ('What works on 2 cores with Ray 2.60 (Tune + Train V2): each trial is a function trainable holding `{"CPU": 0.01}` (a 0-CPU request is rejected by Tune); Train\'s controller takes 0 CPU and its workers their own placement group; Ray Data tasks run outside both and need a whole free CPU, so one trial runs at a time and each task\'s data is tokenized once and materialized before its trials. Tune does not free a finished or ASHA-stopped trial\'s worker placement group (Ray Train\'s cleaner needs the State API, i.e. a dashboard and a single Ray instance on the machine); without `raycad.tune.cleanup` the second trial waited forever for CPUs.')
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,6 +119,8 @@ def fragment(r: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         (f"Load average at the end: {r['load']} (the machine is shared; times are upper bounds). Accuracies are "
         "on a small slice of the bundled demo (not comparable to published results)."),
+        "",
+        NOTE,
     ])
 
 

@@ -293,27 +293,31 @@ def selective_scan_chunked(
         raise ValueError(f"dim {dim} is not divisible by the number of B/C groups {groups}")
     head = dim // groups
     dtype_in, ct = u.dtype, _compute_dtype(u)
-    uc, delta = u.to(ct), delta.to(ct)
+
+    def time_major(x: Tensor) -> Tensor:  # [b, d, l] -> contiguous [l, b, d] (free for time-major storage)
+        return x.permute(2, 0, 1).to(ct).contiguous()
+
+    # All elementwise work happens time-major, so no op mixes memory layouts.
+    u_t, delta_t = time_major(u), time_major(delta)
     if delta_bias is not None:
-        delta = delta + delta_bias.to(ct)[:, None]
+        delta_t = delta_t + delta_bias.to(ct)
     if delta_softplus:
-        delta = F.softplus(delta)
-    save = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+        delta_t = F.softplus(delta_t)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_t, delta_t, A, B, C))
     y, last = _SelectiveScanFn.apply(
-        uc.permute(2, 0, 1).contiguous(),
-        delta.permute(2, 0, 1).contiguous(),
+        u_t,
+        delta_t,
         A.to(ct).view(groups, head, dstate).transpose(1, 2).contiguous(),
         _internal_bc(B, groups, ct),
         _internal_bc(C, groups, ct),
         chunk or _default_chunk(batch, dim, dstate),
         save,
     )
-    y = y.permute(1, 2, 0)
     if D is not None:
-        y = y + uc * D.to(ct)[:, None]
+        y = y + u_t * D.to(ct)
     if z is not None:
-        y = y * F.silu(z.to(ct))
-    out = y.to(dtype_in)
+        y = y * F.silu(time_major(z))
+    out = y.to(dtype_in).permute(1, 2, 0)  # [b, d, l] view of time-major storage
     if not return_last_state:
         return out
     return out, last.transpose(2, 3).reshape(batch, dim, dstate)  # [b, g, n, h] -> [b, d, n]
