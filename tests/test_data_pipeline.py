@@ -75,8 +75,11 @@ def test_bundled_demo_is_an_honest_stratified_split_of_the_published_test_set(sh
     assert b"TEST split" in table.schema.metadata[b"source"]
     frame = table.to_pandas()
     source = pd.read_csv(shared_dir / "data" / "human_nontata_promoters.test.csv.gz")
-    assert frame["sequence"].tolist() == source["sequence"].tolist()
-    assert frame["label"].tolist() == source["label"].tolist()
+    rows = frame["id"].str.removeprefix("nontata_test_").astype(int)  # rows are shuffled; ids = source rows
+    assert sorted(rows) == list(range(len(source))) and frame["label"].nunique() == 2
+    assert frame["sequence"].tolist() == source["sequence"][rows].tolist()
+    assert frame["label"].tolist() == source["label"][rows].tolist()
+    assert 0.3 < frame["label"][:64].mean() < 0.8  # the first rows hold both classes (data.limit)
     counts = pd.crosstab(frame["split"].astype(str), frame["label"])
     assert counts.loc["train"].tolist() == [3295, 3931]
     assert counts.loc["validation"].tolist() == counts.loc["test"].tolist() == [412, 492]

@@ -1,8 +1,9 @@
 """Build raycad's bundled demo data from the published Genomic Benchmarks human_nontata_promoters TEST split.
 
 Reads ``../shared/data/human_nontata_promoters.test.csv.gz`` (9,034 sequences of 251 bp, columns
-``sequence,label``), splits it 80/10/10 into train/validation/test, stratified by label with a fixed seed,
-and writes ``raycad/data/bundled/human_nontata_promoters.parquet`` (zstd) with columns ``id`` (the row
+``sequence,label``, sorted by label), splits it 80/10/10 into train/validation/test, stratified by label with a
+fixed seed, shuffles the rows (so that the first N rows of a split hold both classes, e.g. under
+``data.limit``) and writes ``raycad/data/bundled/human_nontata_promoters.parquet`` (zstd) with columns ``id`` (the row
 number in the source file), ``sequence``, ``label`` and ``split``. Running it again gives the same file.
 
     python tools/make_demo_data.py [--source CSV_GZ] [--out PARQUET] [--seed 0]
@@ -56,10 +57,11 @@ def main() -> None:
     })
     meta = {b"source": b"Genomic Benchmarks human_nontata_promoters, published TEST split (Gresova et al. 2023, "
                        b"Apache-2.0), re-split 80/10/10 stratified", b"seed": str(args.seed).encode()}
+    table = table.take(np.random.default_rng(args.seed).permutation(len(frame)))
     table = table.replace_schema_metadata(meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, args.out, compression="zstd", compression_level=19)
-    counts = pd.crosstab(table["split"].to_pandas(), frame["label"])
+    counts = pd.crosstab(table["split"].to_pandas(), table["label"].to_pandas())
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)\n{counts}")
 
 
