@@ -245,9 +245,13 @@ class _SelectiveScanFn(torch.autograd.Function):
         return gu, gdlt, gA, gB, gC, None, None
 
 
-def _default_chunk(batch: int, dim: int, dstate: int) -> int:
-    """Steps per chunk: a [T, b, d, n] float32 buffer of about 4 MiB (cache-resident), 4 to 64 steps."""
-    return int(max(4, min(64, (1 << 20) // max(1, batch * dim * dstate))))
+def _default_chunk(batch: int, dim: int, dstate: int, length: int) -> int:
+    """Steps per chunk: [T, b, d, n] float32 buffers of about 4 MiB (cache-resident), but long enough that
+    the chunk-entry states kept for backward (length / T states) stay under 256 MiB; 4 to 64 steps."""
+    state = batch * dim * dstate
+    cache_fit = (1 << 20) // max(1, state)
+    memory_cap = math.ceil(length * state * 4 / (256 << 20))
+    return int(max(4, min(64, max(cache_fit, memory_cap))))
 
 
 def _internal_bc(M: Tensor, groups: int, ct: torch.dtype) -> Tensor:
@@ -310,7 +314,7 @@ def selective_scan_chunked(
         A.to(ct).view(groups, head, dstate).transpose(1, 2).contiguous(),
         _internal_bc(B, groups, ct),
         _internal_bc(C, groups, ct),
-        chunk or _default_chunk(batch, dim, dstate),
+        chunk or _default_chunk(batch, dim, dstate, length),
         save,
     )
     if D is not None:
