@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-C = TypeVar("C", bound="Config")
+from typing_extensions import Self
 
 
 class ConfigError(ValueError):
@@ -31,14 +30,14 @@ class Config(BaseModel):
 
     # ---- construction ------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any], source: str = "<dict>") -> C:
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Self:
         try:
             return cls.model_validate(data)
         except ValidationError as err:
             raise ConfigError(f"invalid {cls.__name__} from {source}:\n{err}") from None
 
     @classmethod
-    def from_file(cls: type[C], path: str | Path) -> C:
+    def from_file(cls, path: str | Path) -> Self:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -54,8 +53,8 @@ class Config(BaseModel):
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
-             **fields: Any) -> C:
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None,
+             **fields: Any) -> Self:
         """File (optional) -> ``fields`` (dotted keys allowed, None values ignored) -> ``key=value`` overrides."""
         data = cls.from_file(path).to_dict() if path else {}
         for key, value in fields.items():
@@ -68,7 +67,7 @@ class Config(BaseModel):
             _set_dotted(data, key.strip(), _parse_value(raw))
         return cls.from_dict(data, source=str(path) if path else "<overrides>")
 
-    def with_overrides(self: C, overrides: list[str] | dict[str, Any]) -> C:
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Self:
         """A copy with dotted-key overrides applied, e.g. ``{"optim.lr": 1e-3}`` or ``["optim.lr=1e-3"]``."""
         data = self.to_dict()
         items = overrides.items() if isinstance(overrides, dict) else (
@@ -276,7 +275,7 @@ class FinetuneConfig(Config):
     run: RunSection = Field(default_factory=RunSection)
 
     @model_validator(mode="after")
-    def _check(self) -> "FinetuneConfig":
+    def _check(self) -> FinetuneConfig:
         if self.train.batch_size % self.scaling.num_workers:
             raise ValueError(
                 f"train.batch_size={self.train.batch_size} is not divisible by "

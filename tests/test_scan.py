@@ -30,8 +30,8 @@ def make_inputs(b=2, d=6, n=4, l=19, bc="variable", dtype=torch.float32, seed=0,
         B, C = rand(d, n), rand(d, n)
     A = -torch.exp(rand(d, n, scale=0.5) + 1.0)
     # delta >= 0 (as after softplus), so the scan also stays bounded when delta_softplus is off.
-    tensors = dict(u=rand(b, d, l), delta=rand(b, d, l, scale=delta_scale).abs(), A=A, B=B, C=C,
-                   D=rand(d), z=rand(b, d, l), delta_bias=rand(d, scale=0.5).abs())
+    tensors = {"u": rand(b, d, l), "delta": rand(b, d, l, scale=delta_scale).abs(), "A": A, "B": B, "C": C,
+               "D": rand(d), "z": rand(b, d, l), "delta_bias": rand(d, scale=0.5).abs()}
     return {k: v.requires_grad_() for k, v in tensors.items()}
 
 
@@ -53,9 +53,9 @@ def run(fn, inputs, use, softplus, last, seed=1, **kw):
 
 def assert_close(got: dict, want: dict, rtol=1e-4):
     assert got.keys() == want.keys()
-    for name in want:
-        scale = want[name].abs().max().item() + 1e-12
-        err = (got[name].double() - want[name].double()).abs().max().item() / scale
+    for name, ref in want.items():
+        scale = ref.abs().max().item() + 1e-12
+        err = (got[name].double() - ref.double()).abs().max().item() / scale
         assert err <= rtol, f"{name}: max error {err:.2e} relative to max |ref| {scale:.3g}"
 
 

@@ -13,22 +13,13 @@ adapter**, exactly as they share one base weight; merging then folds that single
 shared weight and the tie survives (`merge_lora`). ``x_proj``/``dt_proj`` are not shared and get one adapter
 per direction. Under DDP the shared adapter's parameters appear once in ``parameters()``, so gradients from
 both directions are summed into it and all-reduced once.
-
-``dt_proj``: the Mamba mixer reads ``dt_proj.weight`` directly (``F.linear(x, dt_proj.weight)``, its bias goes
-into the scan, as in mamba_ssm's kernels), so a module-level LoRA wrapper would never run. Targets in
-`WEIGHT_READ_TARGETS` therefore get the same low-rank update as a *weight parametrization*
-(``weight = W + (alpha / r) * B @ A``, B zero-initialised) that every read of ``.weight`` sees; LoRA dropout
-does not apply to them (there is no input to drop). `merge_lora` folds these in as well.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 if TYPE_CHECKING:
     from raycad.config import PeftSection
@@ -40,52 +31,18 @@ def _tuner_layer_type() -> type:
     return BaseTunerLayer
 
 
-WEIGHT_READ_TARGETS = ("dt_proj",)
-"""Linear modules whose ``.weight`` the model reads directly instead of calling the module."""
-
-
-class LoRAWeight(nn.Module):
-    """A weight parametrization ``W -> W + scale * B @ A`` (LoRA on a weight that is read, not called)."""
-
-    def __init__(self, out_features: int, in_features: int, r: int, alpha: float) -> None:
-        super().__init__()
-        self.lora_A = nn.Parameter(torch.empty(r, in_features))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, r))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as peft: A random, B zero -> no change at init
-        self.scale = alpha / r
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.scale * (self.lora_B @ self.lora_A).to(weight.dtype)
-
-
 def apply_lora(model: nn.Module, peft_cfg: PeftSection, backbone_attr: str = "caduceus") -> nn.Module:
-    """Add LoRA adapters to ``model``'s backbone; backbone frozen, adapters and head trainable.
-
-    Module targets go through `peft` (the result is a `peft.PeftModel`); `WEIGHT_READ_TARGETS` get a
-    `LoRAWeight` parametrization (see the module docstring).
-    """
+    """Add LoRA adapters to ``model``'s backbone (a `peft.PeftModel`); backbone frozen, adapters and head trainable."""
     from peft import LoraConfig, get_peft_model
 
     backbone = getattr(model, backbone_attr, None)
     if backbone is None:
         raise ValueError(f"{type(model).__name__} has no backbone attribute {backbone_attr!r} to apply LoRA to")
     backbone_params = {id(p) for p in backbone.parameters()}
-    targets = list(peft_cfg.target_modules)
-    module_targets = [t for t in targets if t not in WEIGHT_READ_TARGETS]
-    weight_targets = [t for t in targets if t in WEIGHT_READ_TARGETS]
-    found = 0
-    for name, module in list(backbone.named_modules()):
-        if name.rsplit(".", 1)[-1] in weight_targets and isinstance(module, nn.Linear):
-            lora = LoRAWeight(module.out_features, module.in_features, peft_cfg.r, peft_cfg.alpha)
-            parametrize.register_parametrization(module, "weight", lora.to(module.weight.device))
-            found += 1
-    if weight_targets and not found:
-        raise ValueError(f"LoRA targets {weight_targets} match no linear module of the backbone")
-    if module_targets:
-        lora_config = LoraConfig(r=peft_cfg.r, lora_alpha=peft_cfg.alpha, lora_dropout=peft_cfg.dropout,
-                                 target_modules=module_targets, bias="none")
-        model = get_peft_model(model, lora_config)
-        retie_lora_layers(model)
+    lora_config = LoraConfig(r=peft_cfg.r, lora_alpha=peft_cfg.alpha, lora_dropout=peft_cfg.dropout,
+                             target_modules=list(peft_cfg.target_modules), bias="none")
+    model = get_peft_model(model, lora_config)
+    retie_lora_layers(model)
     # Trainable: the new adapter weights and everything outside the (pre-LoRA) backbone, i.e. the head.
     for param in model.parameters():
         param.requires_grad_(id(param) not in backbone_params)
@@ -126,10 +83,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
                     if not getattr(child, "merged", False):
                         child.merge()
                     setattr(parent, name, child.get_base_layer())
-    for module in model.modules():
-        if parametrize.is_parametrized(module, "weight") and any(
-                isinstance(p, LoRAWeight) for p in module.parametrizations["weight"]):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
 
 
@@ -157,8 +110,8 @@ def is_lora_model(model: nn.Module) -> bool:
     from peft import PeftModel
 
     model = getattr(model, "module", model)  # DDP
-    return isinstance(model, PeftModel) or any(isinstance(m, LoRAWeight) for m in model.modules())
+    return isinstance(model, PeftModel)
 
 
-__all__ = ["WEIGHT_READ_TARGETS", "LoRAWeight", "apply_lora", "count_parameters", "is_lora_model", "lora_layers",
+__all__ = ["apply_lora", "count_parameters", "is_lora_model", "lora_layers",
            "merge_lora", "retie_lora_layers"]
