@@ -6,6 +6,7 @@ Real parts only: `ray_local` starts a private Ray instance for the test session 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -64,12 +65,12 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """A real S3 endpoint (moto_server) on loopback; yields its URL (fake credentials are set above)."""
+@contextlib.contextmanager
+def run_moto_server(env: dict[str, str] | None = None):
+    """Run ``moto_server`` on 127.0.0.1 at a free port; yields its URL and stops it on exit."""
     exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
     port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc=proc)
@@ -80,3 +81,10 @@ def s3_server():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint (moto_server) on loopback; yields its URL (fake credentials are set above)."""
+    with run_moto_server() as url:
+        yield url

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port, wait_for_port
+from conftest import run_moto_server
 
 from raycad.config import DataSection
 from raycad.data.sources import (
@@ -179,17 +175,8 @@ def test_s3_reads_equal_local(ray_local, s3_server, formats, tmp_path):
 @pytest.fixture
 def s3_server_with_auth():
     """A second moto_server that checks credentials (none exist there, so every request is denied)."""
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with run_moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as url:
+        yield url
 
 
 def test_wrong_credentials_error_is_clear_and_secret_free(s3_server_with_auth, monkeypatch):
