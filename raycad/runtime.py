@@ -41,7 +41,8 @@ def init_ray(address: str | None = None, **kwargs: Any) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs.setdefault("log_to_driver", True)
-    kwargs.setdefault("include_dashboard", False) if not address else None
+    if not address:  # a private local instance needs no dashboard (and starts faster without one)
+        kwargs.setdefault("include_dashboard", False)
     # Silence Ray's per-run metrics/usage chatter; it cannot phone home here anyway.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address=address or "local", **kwargs)
