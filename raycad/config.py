@@ -60,18 +60,14 @@ class Config(BaseModel):
         for key, value in fields.items():
             if value is not None:
                 _set_dotted(data, key.replace("__", "."), value)
-        for item in overrides or []:
-            key, sep, raw = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-3)")
-            _set_dotted(data, key.strip(), _parse_value(raw))
+        for key, value in map(_parse_override, overrides or []):
+            _set_dotted(data, key, value)
         return cls.from_dict(data, source=str(path) if path else "<overrides>")
 
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Self:
         """A copy with dotted-key overrides applied, e.g. ``{"optim.lr": 1e-3}`` or ``["optim.lr=1e-3"]``."""
         data = self.to_dict()
-        items = overrides.items() if isinstance(overrides, dict) else (
-            (k.strip(), _parse_value(v)) for k, _, v in (o.partition("=") for o in overrides))
+        items = overrides.items() if isinstance(overrides, dict) else map(_parse_override, overrides)
         for key, value in items:
             _set_dotted(data, key, value)
         return type(self).from_dict(data, source="<overrides>")
@@ -96,6 +92,14 @@ def _parse_value(raw: str) -> Any:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """``"optim.lr=1e-3"`` -> ``("optim.lr", 0.001)``; anything without ``key=`` is an error."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-3)")
+    return key.strip(), _parse_value(raw)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
