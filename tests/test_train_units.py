@@ -212,6 +212,57 @@ def test_checkpoint_roundtrip_restores_training_state(tmp_path) -> None:
         load_training_state(tmp_path, model=other, optimizer=o3, scheduler=build_scheduler(o3, cfg, 20))
 
 
+class _WritesMarker:
+    """A pickle payload that creates a file when unpickled (what a tampered checkpoint could do)."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_checkpoint_loads_tensors_only_and_refuses_code(tmp_path) -> None:
+    cfg = FinetuneConfig()
+    model = nn.Linear(3, 2)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    save_training_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
+                             state={"epoch": 1})
+    # optimizer, LambdaLR and GradScaler states all load with weights_only=True
+    opt2 = build_optimizer(model, cfg)
+    sched2, scaler2 = build_scheduler(opt2, cfg, 10), torch.amp.GradScaler("cpu", init_scale=1.0)
+    load_training_state(tmp_path, model=model, optimizer=opt2, scheduler=sched2, scaler=scaler2)
+    assert scaler2.get_scale() == 512.0 and sched2.last_epoch == 1 and opt2.state_dict()["state"]
+
+    marker = tmp_path / "pwned"
+    torch.save({"optimizer": _WritesMarker(marker), "scheduler": {}, "scaler": None}, tmp_path / "optimizer.pt")
+    with pytest.raises(ValueError, match=r"optimizer.pt: refusing to load it.*could run code"):
+        load_training_state(tmp_path, model=model, optimizer=opt2, scheduler=sched2)
+    assert not marker.exists()
+
+
+def test_package_never_unpickles_untrusted_files() -> None:
+    import re
+    from pathlib import Path
+
+    import raycad
+
+    offenders = []
+    for path in Path(raycad.__file__).parent.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"torch\.load\(", code) and "weights_only=True" not in code:
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+            if re.search(r"pickle\.loads?\(|cloudpickle\.load|joblib\.load|np\.load\(.*allow_pickle=True", code):
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, offenders
+
+
 def test_lora_on_caduceus_every_adapter_gets_gradient_and_merges() -> None:
     from raycad.train.checkpoint import build_model
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,12 +146,28 @@ def load_training_state(directory: str | os.PathLike, *, model: nn.Module, optim
     """Restore weights, optimizer, scheduler (and scaler) from a checkpoint; returns its ``state.json``."""
     state = read_state(directory)
     load_trainable_weights(model, directory, state.get("frozen_checksum"))
-    blob = torch.load(Path(directory) / OPTIMIZER_NAME, map_location="cpu", weights_only=False)
+    blob = load_optimizer_file(Path(directory) / OPTIMIZER_NAME)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     if scaler is not None and blob.get("scaler") is not None:
         scaler.load_state_dict(blob["scaler"])
     return state
+
+
+def load_optimizer_file(path: Path) -> dict[str, Any]:
+    """``optimizer.pt`` read with ``torch.load(weights_only=True)``: tensors and plain containers only.
+
+    A checkpoint may come from shared storage (``s3://``); unpickling arbitrary objects from it could run code
+    on every worker that resumes. The optimizer, LambdaLR and GradScaler states need nothing else.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line),
+                      str(err).splitlines()[0])
+        raise ValueError(f"{path}: refusing to load it: it holds objects other than tensors and plain containers, "
+                         f"which could run code when unpickled ({reason}). raycad never writes such a file; "
+                         f"was the checkpoint replaced?") from err
 
 
 def load_model_from_checkpoint(checkpoint: ray.train.Checkpoint | str | os.PathLike,
