@@ -29,9 +29,7 @@ def test_metrics_match_sklearn(num_classes: int) -> None:
     a.update(logits[:200], labels[:200])
     b.update(logits[200:], labels[200:])
     whole.update(logits, labels)
-    a.confusion += b.confusion
-    a.hist += b.hist
-    a.loss_sum += b.loss_sum
+    a.merge(b)
     got, ref = a.compute(prefix="val_"), whole.compute(prefix="val_")
     assert got.pop("val_loss") == pytest.approx(ref.pop("val_loss"), rel=1e-6)  # float32 partial sums
     assert got == ref
@@ -44,10 +42,71 @@ def test_metrics_match_sklearn(num_classes: int) -> None:
     assert got["val_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
     assert got["val_mcc"] == pytest.approx(matthews_corrcoef(y, pred), abs=1e-12)
     auroc = roc_auc_score(y, p[:, 1]) if num_classes == 2 else roc_auc_score(y, p, multi_class="ovr")
-    assert got["val_auroc"] == pytest.approx(auroc, abs=1e-3)
+    assert got["val_auroc"] == pytest.approx(auroc, abs=1e-9)
     assert got["val_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, labels)), rel=1e-6)
     assert got["val_support"] == np.bincount(y, minlength=num_classes).tolist()
     assert got["val_predicted"] == np.bincount(pred, minlength=num_classes).tolist()
+
+
+def test_auroc_exact_for_a_miscalibrated_classifier() -> None:
+    """Well ranked, but every probability > 0.99 (a binned AUROC puts all records in the last bins)."""
+    from sklearn.metrics import roc_auc_score
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (2000,), generator=gen)
+    margin = 6.0 + labels * 1.5 + torch.rand(2000, generator=gen) * 3  # logit(class 1) - logit(class 0)
+    logits = torch.stack([torch.zeros(2000), margin], dim=1)
+    logits[:10] = logits[10:20]  # some exact ties
+    acc = EvalAccumulator(2)
+    for part in range(4):
+        acc.update(logits[part::4], labels[part::4])
+    probs = logits.double().softmax(1)[:, 1]
+    assert probs.min() > 0.99
+    ordered = torch.cat([labels[part::4] for part in range(4)])
+    ordered_probs = torch.cat([probs[part::4] for part in range(4)])
+    assert acc.compute()["auroc"] == pytest.approx(roc_auc_score(ordered.numpy(), ordered_probs.numpy()), abs=1e-9)
+
+
+def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One process of the 2-worker test: its share of the records, then `all_reduce` over gloo."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        logits, labels = _worker_records()
+        own = slice(0, 700) if rank == 0 else slice(700, None)  # unequal shares: 700 and 333 records
+        acc = EvalAccumulator(3)
+        acc.update(logits[own], labels[own])
+        metrics = acc.all_reduce(chunk_rows=128).compute()
+        torch.save({"metrics": metrics, "labels": acc.labels, "probs": acc.probs}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker_records() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    labels = torch.randint(0, 3, (1033,), generator=gen)
+    logits = 4 + torch.randn(1033, 3, generator=gen) + 0.8 * nn.functional.one_hot(labels, 3)
+    return logits, labels
+
+
+def test_two_workers_metrics_equal_sklearn_on_all_records(tmp_path) -> None:
+    import torch.multiprocessing as mp
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+
+    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    logits, labels = _worker_records()
+    y, p = labels.numpy(), logits.double().softmax(1).numpy()
+    pred = p.argmax(1)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert results[0]["metrics"] == results[1]["metrics"]  # every rank sees the same numbers
+    assert torch.equal(results[0]["labels"], labels)  # all records, in rank order
+    got = results[0]["metrics"]
+    assert got["n"] == 1033
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr"), abs=1e-9)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert got["f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    assert got["mcc"] == pytest.approx(matthews_corrcoef(y, pred), abs=1e-12)
 
 
 def test_metrics_degenerate_cases() -> None:
