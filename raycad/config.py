@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import Self
 
 
@@ -150,6 +150,10 @@ class HeadSection(Config):
     """Evaluate on both strands and average their logits (Caduceus-Ph); PS models are already RC-invariant."""
 
 
+LORA_TARGETS = ("in_proj", "x_proj", "dt_proj", "out_proj")
+"""The Mamba linear layers the mixer calls as modules, so a LoRA wrapper on them takes part in the forward."""
+
+
 class PeftSection(Config):
     """Parameter-efficient fine-tuning. With method "lora" only adapters and the head are trained."""
 
@@ -157,7 +161,19 @@ class PeftSection(Config):
     r: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["in_proj", "x_proj", "dt_proj", "out_proj"])
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
+    """Mamba projections that get adapters: any of `LORA_TARGETS`. Other parameters (``conv1d``, ``A_log``,
+    ``D``) are read as raw tensors by the mixer, so an adapter on them would never be used: refused."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _only_called_modules(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if name not in LORA_TARGETS]
+        if bad:
+            raise ValueError(f"LoRA target modules {bad} are not modules the Mamba mixer calls (it reads their "
+                             f"weights directly, so an adapter would get no gradient); allowed: "
+                             f"{', '.join(LORA_TARGETS)}")
+        return list(dict.fromkeys(value))
 
 
 class OptimSection(Config):

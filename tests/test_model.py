@@ -224,6 +224,26 @@ def test_save_load_round_trip(tmp_path):
                            model(ids).logits)
 
 
+@pytest.mark.parametrize("case", GOLDEN_CASES)
+def test_released_config_pools_like_the_reference_by_default(reference, case, tmp_path):
+    """A config.json without raycad's head keys is a released one: every position pooled, padding included."""
+    golden = load_file(str(reference / case / "golden.safetensors"))
+    assert (golden["input_ids"] == 4).any()  # the golden batch has padding, so the pooling rule matters
+    assert "pool_ignore_padding" not in json.loads((reference / case / "config.json").read_text())
+    model = CaduceusForSequenceClassification.from_pretrained(reference / case).eval()
+    assert model.config.pool_ignore_padding is False
+    with torch.no_grad():
+        assert max_err(model(golden["input_ids"]).logits, golden["logits"]) < TOL
+    # raycad's own exports record their pooling, and it survives the round trip either way
+    for ignore in (True, False):
+        model.config.pool_ignore_padding = ignore
+        model.save_pretrained(tmp_path / str(ignore))
+        assert json.loads((tmp_path / str(ignore) / "config.json").read_text())["pool_ignore_padding"] is ignore
+        loaded = CaduceusForSequenceClassification.from_pretrained(tmp_path / str(ignore))
+        assert loaded.config.pool_ignore_padding is ignore
+    assert CaduceusConfig.from_preset("caduceus-ph-1k-d64-l2").pool_ignore_padding is True  # raycad's default
+
+
 def test_tied_copies_may_be_missing_but_not_differ(reference, tmp_path):
     case = reference / "caduceus_ps_tiny"
     state = load_file(str(case / "model.safetensors"))

@@ -322,6 +322,17 @@ def test_package_never_unpickles_untrusted_files() -> None:
     assert not offenders, offenders
 
 
+@pytest.mark.parametrize("targets", [["conv1d"], ["in_proj", "A_log"], ["score"]])
+def test_lora_refuses_modules_the_mixer_does_not_call(targets) -> None:
+    from raycad.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"not modules the Mamba mixer calls.*allowed: in_proj, x_proj, dt_proj, "
+                                          r"out_proj"):
+        FinetuneConfig().with_overrides({"peft.method": "lora", "peft.target_modules": targets})
+    with pytest.raises(ValueError, match="allowed: in_proj"):
+        PeftSection(method="lora", target_modules=targets)
+
+
 def test_lora_on_caduceus_every_adapter_gets_gradient_and_merges() -> None:
     from raycad.train.checkpoint import build_model
 

@@ -50,7 +50,8 @@ class CaduceusConfig(PretrainedConfig):
     gradient_checkpointing_stride, num_labels.
 
     Head fields (raycad): pooling ("mean" | "max" | "first" | "last"), pool_ignore_padding (pool only over
-    non-[PAD] positions; False reproduces the released head, which pools over every position), head_hidden_sizes
+    non-[PAD] positions; False reproduces the released head, which pools over every position; a config.json
+    without the key is a released one and loads as False, see `from_dict`), head_hidden_sizes
     (empty = the paper's single bias-free linear scorer), head_dropout, head_activation, conjoin_train,
     conjoin_eval, pad_token_id.
     """
@@ -92,6 +93,18 @@ class CaduceusConfig(PretrainedConfig):
             self.complement_map = {int(k): int(v) for k, v in sorted(self.complement_map.items(), key=_int_key)}
         self.head_hidden_sizes = [int(h) for h in (self.head_hidden_sizes or [])]
         self.validate()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> CaduceusConfig:
+        """A config from a ``config.json`` mapping (what ``from_pretrained`` reads).
+
+        A mapping without ``pool_ignore_padding`` is a released (reference) config: its head pools over every
+        position, padding included, so that is the default here and the reference logits are reproduced.
+        raycad's own exports always record ``pool_ignore_padding``.
+        """
+        if "pool_ignore_padding" not in config_dict:
+            config_dict = {**config_dict, "pool_ignore_padding": False}
+        return super().from_dict(config_dict, **kwargs)
 
     def validate(self) -> None:
         """Raise `ValueError` naming the field if a value cannot build a model."""
