@@ -4,6 +4,10 @@ Each concern contributes its sub-commands through an ``add_commands(subparsers)`
 ``cli`` module (listed in `COMMAND_MODULES`); heavy imports (Ray, torch) happen inside the command
 functions so that ``raycad --help`` stays fast. Commands that run something build the typed config once
 with `config_from_args` and pass that object on.
+
+Errors are one line on stderr, the same for every verb (`main`): a config error or bad input data (also when
+raised inside a Ray task, where Ray wraps it in its own exception and traceback) exits 2, Ctrl-C exits 130,
+anything else 1. Every verb takes ``--verbose``: full tracebacks, and Ray's own output on the terminal.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +50,80 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    for command in sub.choices.values():
+        if not any("--verbose" in action.option_strings for action in command._actions):
+            command.add_argument("--verbose", "-v", action="store_true",
+                                 help="full tracebacks, and Ray's own logs on the terminal (default: in a log file)")
     return parser
+
+
+def _data_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the input is bad" (exit 2, one line), wherever they were raised."""
+    from raycad.data.records import RecordError
+
+    types: list[type[BaseException]] = [RecordError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                        UnicodeDecodeError]
+    for module, name in (("pyarrow.lib", "ArrowInvalid"), ("pandas.errors", "EmptyDataError"),
+                         ("pandas.errors", "ParserError"), ("safetensors", "SafetensorError")):
+        mod = sys.modules.get(module)  # only types whose library is loaded can have been raised
+        if mod is not None and isinstance(getattr(mod, name, None), type):
+            types.append(getattr(mod, name))
+    return tuple(types)
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what it wraps: Ray's task/actor errors (``.cause``), train worker failures, ``__cause__``."""
+    seen: list[BaseException] = []
+    todo = [err]
+    while todo:
+        current = todo.pop(0)
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo.append(getattr(current, "cause", None))
+        todo.extend((getattr(current, "worker_failures", None) or {}).values())
+        todo.extend([current.__cause__, current.__context__])
+    return seen
+
+
+def _is_ray_wrapper(err: BaseException) -> bool:
+    return type(err).__module__.startswith("ray.") or "RayTaskError" in type(err).__name__
+
+
+def data_error(err: BaseException) -> BaseException | None:
+    """The bad-input error behind ``err`` (unwrapping Ray's wrappers), or None when it is not one."""
+    types = _data_error_types()
+    for cause in _causes(err):
+        if isinstance(cause, types) and not _is_ray_wrapper(cause):
+            return cause
+    for cause in _causes(err):  # Ray's dual-class RayTaskError(SourceError): the original is its .cause
+        if isinstance(cause, types):
+            return getattr(cause, "cause", None) or cause
+    return None
+
+
+def error_line(err: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception that ended a command."""
+    from raycad.runtime import RayStartError, interrupt_hint, was_interrupted
+
+    if isinstance(err, ConfigError):
+        return 2, f"config error: {err}"
+    if was_interrupted() or any(isinstance(c, KeyboardInterrupt) for c in _causes(err)):
+        hint = interrupt_hint()
+        return 130, "interrupted" + (f"; {hint}" if hint else "")
+    if isinstance(err, RayStartError):
+        return 1, str(err)
+    bad = data_error(err)
+    if bad is not None:
+        message = str(bad)
+        if isinstance(bad, OSError) and bad.filename and bad.strerror:
+            message = f"{bad.filename}: {bad.strerror}"
+        return 2, f"data error: {_one_line(message)}"
+    return 1, f"{type(err).__name__}: {_one_line(str(err))} (--verbose for the traceback)"
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) or "(no message)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    from raycad.runtime import interrupts_as_keyboard_interrupt
+
     try:
-        return int(func(args) or 0)
-    except ConfigError as err:
-        print(f"raycad: config error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("raycad: interrupted", file=sys.stderr)
-        return 130
+        with interrupts_as_keyboard_interrupt():
+            return int(func(args) or 0)
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 - every failure becomes one line (and an exit status)
+        status, line = error_line(err)
+        if getattr(args, "verbose", False) or status == 1 and not isinstance(err, Exception):
+            traceback.print_exception(err)
+        print(f"raycad: {line}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

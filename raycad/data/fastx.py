@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Literal, NamedTuple
 
+from raycad.data.records import RecordError
+
 FastxSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | IO[str]
 """A path, the bytes of a whole file, or an open binary or text stream (gzip detected from its content)."""
 ErrorHandler = Callable[["FastxError"], None]
@@ -47,7 +49,7 @@ class FastxRecord(NamedTuple):
     description: str
 
 
-class FastxError(ValueError):
+class FastxError(RecordError):
     """A malformed FASTA/FASTQ record; the message names source, record number, record id, line and problem.
 
     Attributes: ``source``, ``record`` (1-based record number, or None before the first record),
@@ -63,7 +65,7 @@ class FastxError(ValueError):
             where.append(f"record {record}" + (f" (id {record_id})" if record_id else ""))
         if line is not None:
             where.append(f"line {line}")
-        super().__init__(f"{', '.join(where)}: {reason}" + (f": {problem}" if problem else ""))
+        super().__init__(f"{', '.join(where)}: {reason}" + (f": {problem}" if problem else ""), reason)
 
     def __reduce__(self):  # keep the fields when pickled (errors cross Ray task boundaries)
         return (type(self), (self.reason, self.problem, self.source, self.record, self.record_id, self.line))

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raycad.data.records import RecordError
 from raycad.model.tokenizer import CaduceusTokenizer, reverse_complement_ids
 
 SKIP_REASONS = ("empty_sequence", "invalid_characters", "missing_label", "unknown_label", "label_out_of_range")
@@ -28,7 +29,7 @@ _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
 
 
-class DataError(ValueError):
+class DataError(RecordError):
     """Bad input data; the message names the source (file/URI), the record and the problem."""
 
 

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from raycad.data.fastx import FastxError, read_fastx
 from raycad.data.fastx import detect_format as detect_fastx_format
+from raycad.data.records import RecordError
 from raycad.runtime import get_logger
 
 if TYPE_CHECKING:
@@ -80,15 +81,8 @@ CHUNK_ROWS = 8192
 CHUNK_BASES = 16 << 20
 
 
-class SourceError(ValueError):
+class SourceError(RecordError):
     """Unreadable or invalid input; the message names the file (or bucket), the record and the problem."""
-
-    def __init__(self, message: str, reason: str = "error") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    def __reduce__(self):  # keep `reason` when the error crosses a Ray task boundary
-        return (type(self), (str(self), self.reason))
 
 
 # ================================================================================================================

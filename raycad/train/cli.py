@@ -67,15 +67,25 @@ def _data_fields(arg: str | None) -> dict[str, Any]:
 
 def _finetune(args: argparse.Namespace) -> int:
     from raycad.config import FinetuneConfig
-    from raycad.runtime import init_ray
+    from raycad.runtime import init_ray, note_interrupt_hint, quiet_output
+    from raycad.train.trainer import default_run_name
 
     fields = {**_data_fields(args.data), "scaling.num_workers": args.workers, "scaling.use_gpu": args.gpu,
               "train.epochs": args.epochs, "run.output_dir": args.output, "run.name": args.name}
     cfg = config_from_args(FinetuneConfig, args, **fields)
-    init_ray(args.address)
-    from raycad.train.trainer import finetune
+    cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    note_interrupt_hint(f"resume with --name {cfg.run.name}" + (f" --output {cfg.run.output_dir}"
+                                                                 if args.output else ""))
+    with quiet_output(run_dir / "raycad.log", verbose=args.verbose) as log_path:
+        if log_path is not None:
+            from raycad.runtime import console
 
-    finetune(cfg)
+            console.print(f"raycad finetune: run {cfg.run.name} (Ray's own logs: {log_path}; --verbose shows them)")
+        init_ray(args.address)
+        from raycad.train.trainer import finetune
+
+        finetune(cfg)
     return 0
 
 

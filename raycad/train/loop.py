@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -193,8 +192,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 state["step"] += 1
             if rank == 0 and micro % report_every == 0 and micro < batches_per_epoch:
                 elapsed = time.perf_counter() - start
+                eta = _eta(elapsed, micro, batches_per_epoch, cfg.train.epochs - epoch - 1)
                 _progress(f"epoch {epoch + 1}/{cfg.train.epochs}  {100 * micro // batches_per_epoch:3d}%  "
-                          f"loss {loss_sum / max(seen, 1):.4f}  {world * seen / elapsed:.1f} seq/s")
+                          f"loss {loss_sum / max(seen, 1):.4f}  {world * seen / elapsed:.1f} seq/s  ETA {eta}")
         if micro % accum:  # an incomplete accumulation at the end of the epoch still gets applied
             _optimizer_step(optimizer, scheduler, scaler, trainable, cfg.train.grad_clip)
             state["step"] += 1
@@ -253,12 +253,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _progress(message: str) -> None:
-    """One progress line from rank 0; Ray forwards worker stdout to the driver, prefixed with the worker.
+    """One progress line from rank 0 for the terminal (see `raycad.runtime.worker_progress`)."""
+    from raycad.runtime import worker_progress
 
-    Written to stdout directly: Ray Train patches ``print`` into its loggers, which echo each line twice.
-    """
-    sys.stdout.write(f"[raycad] {message}\n")
-    sys.stdout.flush()
+    worker_progress(message)
+
+
+def _eta(elapsed: float, done: int, per_epoch: int, epochs_left: int) -> str:
+    """Time left of the training run from this epoch's pace (validation passes not counted), e.g. "3m05s"."""
+    if done <= 0:
+        return "?"
+    per_batch = elapsed / done
+    seconds = int(per_batch * ((per_epoch - done) + epochs_left * per_epoch))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, params: list[torch.Tensor],
