@@ -46,6 +46,7 @@ from transformers.modeling_outputs import (
 )
 
 from raycad.model.configuration import CaduceusConfig
+from raycad.model.kernels import fused_kernels
 from raycad.model.scan import selective_scan
 from raycad.runtime import get_logger
 
@@ -54,11 +55,6 @@ log = get_logger("raycad.model")
 WEIGHTS_NAME = "model.safetensors"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
-
-try:  # fused CUDA kernels, only ever used for CUDA tensors
-    from causal_conv1d import causal_conv1d_fn
-except ImportError:  # pragma: no cover - depends on the machine
-    causal_conv1d_fn = None
 
 _LOGGED: set[str] = set()
 
@@ -121,23 +117,39 @@ def _rc_norm(x: Tensor, norm: nn.Module) -> Tensor:
 def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``silu(causal depthwise conv1d(x))`` on time-major ``x`` ``[L, B, C]`` with ``weight`` ``[C, K]``.
 
-    Uses ``causal_conv1d_fn`` for CUDA tensors when it is installed, else K shifted multiply-adds (the same sums
-    as ``nn.Conv1d(C, C, K, groups=C, padding=K-1)`` truncated to L).
+    Uses ``causal_conv1d_fn`` when `fused_kernels` gives it (CUDA), else K shifted multiply-adds (the same sums
+    as ``nn.Conv1d(C, C, K, groups=C, padding=K-1)`` truncated to L). Either way the output has ``x``'s dtype
+    (bf16 under autocast), as the selective scan kernel needs u, delta, B, C and z in one dtype.
     """
     length, kernel = x.shape[0], weight.shape[-1]
-    if x.is_cuda and causal_conv1d_fn is not None:
-        _log_once("conv-cuda", "Caduceus depthwise conv: causal_conv1d CUDA kernel")
+    conv_fn = fused_kernels(x.device).causal_conv1d_fn
+    if conv_fn is not None:
+        _log_once(f"conv-fused-{x.device.type}", f"Caduceus depthwise conv: causal_conv1d kernel ({x.device.type})")
         bias = None if bias is None else bias.to(x.dtype)
-        out = causal_conv1d_fn(x.permute(1, 2, 0).contiguous(), weight.to(x.dtype), bias, activation="silu")
+        out = conv_fn(x.permute(1, 2, 0).contiguous(), weight.to(x.dtype), bias, activation="silu")
         return out.permute(2, 0, 1)
     _log_once(f"conv-{x.device.type}", f"Caduceus depthwise conv: pure PyTorch ({x.device.type})")
-    xpad = F.pad(x, (0, 0, 0, 0, kernel - 1, 0))
+    dtype = x.dtype
+    xpad = F.pad(x.to(weight.dtype), (0, 0, 0, 0, kernel - 1, 0))  # computed in the weights' dtype (fp32)
     out = xpad[:length] * weight[:, 0]
     if bias is not None:
         out = out + bias
     for k in range(1, kernel):  # K (= 4) shifted slices along time, never a loop over positions
         out = torch.addcmul(out, xpad[k:k + length], weight[:, k])
-    return F.silu(out)
+    return F.silu(out).to(dtype)
+
+
+class DeltaProjection(nn.Linear):
+    """``dt_proj``: a Linear whose forward leaves out its bias.
+
+    The bias (inverse softplus of the initial dt) is added inside the selective scan, in float32, as
+    ``delta_bias`` (mamba_ssm's convention): added to a bf16 projection it would lose most of its precision
+    before the softplus. The module is still called (so LoRA adapters on ``dt_proj`` take part), and the
+    parameters and state-dict keys (``weight``, ``bias``) are those of ``nn.Linear``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
 
 
 class Mamba(nn.Module):
@@ -176,7 +188,7 @@ class Mamba(nn.Module):
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
                                 bias=conv_bias)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.dt_proj = DeltaProjection(self.dt_rank, self.d_inner, bias=True)
 
         dt_init_std = self.dt_rank ** -0.5 * dt_scale
         if dt_init == "constant":
@@ -187,7 +199,7 @@ class Mamba(nn.Module):
             raise ValueError(f"ssm_cfg.dt_init must be 'random' or 'constant', got {dt_init!r}")
         dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_init_floor)
-        with torch.no_grad():  # bias = softplus^-1(dt), so softplus(dt_proj(...)) starts in [dt_min, dt_max]
+        with torch.no_grad():  # bias = softplus^-1(dt): softplus(dt_proj(.) + bias) starts in [dt_min, dt_max]
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.dt_proj.bias._no_reinit = True
 
@@ -229,7 +241,7 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     dts, Bs, Cs = [], [], []
     for m, x_dir in zip(mambas, x.split(e, dim=-1)):
         dt_in, B_dir, C_dir = m.x_proj(x_dir).split([r, n, n], dim=-1)   # [L, B, r | n | n]
-        dts.append(m.dt_proj(dt_in))                                      # [L, B, e] (module call: LoRA-able)
+        dts.append(m.dt_proj(dt_in))                                      # [L, B, e], bias-free; LoRA-able
         Bs.append(B_dir)
         Cs.append(C_dir)
     dt = torch.cat(dts, dim=-1)
@@ -237,10 +249,11 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     C = torch.stack(Cs, dim=2)
     A = -torch.exp(torch.cat([m.A_log for m in mambas]).float())
     D = torch.cat([m.D for m in mambas]).float()
+    dt_bias = torch.cat([m.dt_proj.bias for m in mambas]).float()          # added in the scan, in float32
 
     # The scan's convention is [batch, dim, length]; these are views of time-major storage (its own layout).
     y = selective_scan(x.permute(1, 2, 0), dt.permute(1, 2, 0), A, B.permute(1, 2, 3, 0), C.permute(1, 2, 3, 0),
-                       D, z=z.permute(1, 2, 0), delta_softplus=True)
+                       D, z=z.permute(1, 2, 0), delta_bias=dt_bias, delta_softplus=True)
     y = y.permute(2, 0, 1)                                               # [L, B, n_dir * e]
     if n_dir == 1:
         return first.out_proj(y)

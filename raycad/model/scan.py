@@ -18,7 +18,6 @@ has ``u``'s dtype and the last state the computation dtype.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from raycad.model.kernels import fused_kernels
 from raycad.runtime import get_logger
 
 __all__ = ["scan_path", "selective_scan", "selective_scan_chunked", "selective_scan_reference"]
@@ -335,29 +335,24 @@ _SCAN_PATHS = ("auto", "mamba_ssm", "chunked", "reference")
 _logged_paths: set[str] = set()
 
 
-@functools.lru_cache(maxsize=1)
-def _mamba_selective_scan_fn() -> Callable[..., Any] | None:
-    """mamba_ssm's fused CUDA `selective_scan_fn`, or None when mamba_ssm is not installed/importable."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except (ImportError, OSError):  # not installed, or a CUDA extension built for another torch
-        return None
-    return selective_scan_fn
+def _mamba_selective_scan_fn(device: torch.device) -> Callable[..., Any] | None:
+    """mamba_ssm's fused `selective_scan_fn` for tensors on ``device`` (`raycad.model.kernels` decides), or None."""
+    return fused_kernels(device).selective_scan_fn
 
 
 def scan_path(device: torch.device) -> str:
     """The implementation `selective_scan` uses for tensors on ``device``.
 
     ``RAYCAD_SELECTIVE_SCAN`` = ``auto`` (default) | ``mamba_ssm`` | ``chunked`` | ``reference`` overrides it.
-    ``auto`` means mamba_ssm's CUDA kernel for CUDA tensors when mamba_ssm imports, else the chunked scan.
+    ``auto`` means mamba_ssm's CUDA kernel for CUDA tensors when mamba_ssm imports (the decision of
+    `raycad.model.kernels.fused_kernels`), else the chunked scan.
     """
     choice = os.environ.get("RAYCAD_SELECTIVE_SCAN", "auto").strip().lower()
     if choice not in _SCAN_PATHS:
         raise ValueError(f"RAYCAD_SELECTIVE_SCAN={choice!r}: expected one of {', '.join(_SCAN_PATHS)}")
     if choice == "auto":
-        use_mamba = device.type == "cuda" and _mamba_selective_scan_fn() is not None
-        return "mamba_ssm" if use_mamba else "chunked"
-    if choice == "mamba_ssm" and (device.type != "cuda" or _mamba_selective_scan_fn() is None):
+        return "mamba_ssm" if _mamba_selective_scan_fn(device) is not None else "chunked"
+    if choice == "mamba_ssm" and _mamba_selective_scan_fn(device) is None:
         raise RuntimeError("RAYCAD_SELECTIVE_SCAN=mamba_ssm needs CUDA tensors and an importable mamba_ssm")
     return choice
 
@@ -382,7 +377,7 @@ def selective_scan(
         _logged_paths.add(path)
         get_logger(__name__).info("selective scan: using the %s path (%s tensors)", path, u.device.type)
     if path == "mamba_ssm":
-        return _mamba_selective_scan_fn()(
+        return _mamba_selective_scan_fn(u.device)(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         )
     fn = selective_scan_chunked if path == "chunked" else selective_scan_reference
