@@ -64,6 +64,45 @@ def test_cluster_yaml_passes_ray_validation_and_restricts_ssh():
     assert any("raycad[cuda]" in cmd for cmd in config["worker_setup_commands"])
 
 
+def test_clusters_install_the_tested_pinned_versions():
+    """pyproject bounds torch (F.rms_norm: >= 2.4) and ray (the tested 2.60); cluster.yaml and SageMaker jobs
+    install raycad with the same constraints.txt, whose pins fit pyproject and both images."""
+    import ray
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from raycad.launch.bootstrap import CONSTRAINTS_NAME, install_command
+
+    pins = {}
+    for line in (REPO / CONSTRAINTS_NAME).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name] = version
+    assert set(pins) == {"ray", "torch", "mamba-ssm", "causal-conv1d"}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = {r.name: r for r in map(Requirement, project["dependencies"] + project["optional-dependencies"]["cuda"])}
+    for name, version in pins.items():
+        assert Version(version) in requirements[name].specifier, (name, version, requirements[name])
+    torch_spec, ray_spec = requirements["torch"].specifier, requirements["ray"].specifier
+    assert Version("2.3.1") not in torch_spec and Version("2.4.0") in torch_spec
+    assert Version(ray.__version__) in ray_spec  # the version the tests run on
+    assert Version("2.59.0") not in ray_spec and Version("2.61.0") not in ray_spec
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    assert config["docker"]["image"].startswith(f"rayproject/ray:{pins['ray']}-")
+    assert config["docker"]["head_image"].startswith(f"rayproject/ray:{pins['ray']}-")
+    installs = [c for c in config["setup_commands"] + config["worker_setup_commands"] if "pip install" in c
+                and "raycad" in c]
+    assert len(installs) == 2
+    assert all(re.search(rf"-c \S*raycad/{CONSTRAINTS_NAME}\b", c) for c in installs), installs
+    assert f"pytorch-training:{pins['torch']}-gpu" in DEFAULT_IMAGE
+    command = install_command(REPO, "cuda")
+    assert command[-3:] == ["-c", str(REPO / CONSTRAINTS_NAME), f"{REPO}[cuda]"]
+    assert CONSTRAINTS_NAME in list_source_files(REPO)  # shipped to the SageMaker hosts
+
+
 def test_ssh_security_group_request_matches_ec2_model():
     ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     with Stubber(ec2) as stub:

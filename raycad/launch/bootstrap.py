@@ -291,14 +291,26 @@ def run_worker(info: HostInfo, opts: BootstrapOptions) -> int:
 # ---- entrypoint ------------------------------------------------------------------------------------------
 
 
+CONSTRAINTS_NAME = "constraints.txt"
+"""Pinned versions (ray, torch, the CUDA kernels) in the source directory; cluster.yaml installs the same."""
+
+
+def install_command(code_dir: Path, extras: str = "") -> list[str]:
+    """The pip command that installs raycad (with pip `extras`) from ``code_dir``, pinned by its constraints."""
+    target = f"{code_dir}[{extras}]" if extras else str(code_dir)
+    constraints = code_dir / CONSTRAINTS_NAME
+    pins = ["-c", str(constraints)] if constraints.is_file() else []
+    return [sys.executable, "-m", "pip", "install", "--quiet", *pins, target]
+
+
 def ensure_raycad(code_dir: Path, extras: str = "") -> None:
     """Install raycad (with pip `extras`, e.g. "cuda") from the source directory unless it is importable."""
     try:
         import raycad  # noqa: F401
     except ImportError:
-        target = f"{code_dir}[{extras}]" if extras else str(code_dir)
-        log(f"installing {target}")
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", target])
+        command = install_command(code_dir, extras)
+        log(f"installing: {' '.join(command[1:])}")
+        subprocess.check_call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
