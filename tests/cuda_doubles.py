@@ -2,10 +2,10 @@
 
 `selective_scan_fn` has the signature of ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``
 (mamba-ssm 2.x) and `causal_conv1d_fn` that of ``causal_conv1d.causal_conv1d_fn`` (causal-conv1d 1.4+). Each
-does what the real Python wrapper does (``.contiguous()`` where the last dim is strided, 3-D B/C to one group)
-and then enforces what the real C++ entry points check with ``TORCH_CHECK`` (``selective_scan_fwd`` /
-``selective_scan_bwd``, ``causal_conv1d_fwd`` / ``causal_conv1d_bwd``): dtypes (u, delta, z and input-dependent
-B/C in one dtype; A, D and delta_bias float32; conv bias in the weight's dtype), shapes (B/C as
+does what the real Python wrapper does (``.contiguous()`` where the last dim is strided, 3-D B/C to one
+group) and then enforces what the real C++ entry points check with ``TORCH_CHECK`` (``selective_scan_fwd``
+/ ``selective_scan_bwd``, ``causal_conv1d_fwd`` / ``causal_conv1d_bwd``): dtypes (u, delta, z and
+input-dependent B/C in one dtype; A, D and delta_bias float32; conv bias in the weight's dtype), shapes (B/C as
 ``[batch, groups, dstate, length]``, groups dividing dim; conv width 2..4), last-dim contiguity and the
 channel-last rules. A failed check raises ``RuntimeError`` as ``TORCH_CHECK`` does. They skip only the
 ``is_cuda`` checks. The numbers come from raycad's sequential reference scan and from ``F.conv1d``; the
