@@ -11,7 +11,8 @@
    completed epoch, so no epoch is lost or repeated;
 4. per epoch: trains on its shard (``get_dataset_shard("train")`` through `raycad.data.iter_batches`, the
    global batch split evenly across workers, gradient accumulation, clipping, bf16/fp16 autocast on GPU),
-   evaluates on its validation shard, all-reduces the metric counts (identical metrics on every rank), and
+   evaluates on its validation shard, combines the workers' metric state (counts summed, probabilities gathered
+   for an exact AUROC; identical metrics on every rank), and
    calls ``ray.train.report`` with a checkpoint written by rank 0 only;
 5. stops early when ``cfg.train.early_stopping_metric`` has not improved for ``cfg.train.patience`` epochs.
 
