@@ -52,6 +52,16 @@ def kernels_enabled(on: bool):
         kernels.FUSED_DEVICE_TYPES = saved
 
 
+def _label(fused: bool) -> str:
+    """Row label of the kernels-on / kernels-off runs (says so when there are no kernels to turn on)."""
+    from raycad.model.kernels import fused_kernels
+
+    if not fused:
+        return "chunked scan"
+    found = fused_kernels(torch.device(DEVICE))
+    return "fused kernels" if found.selective_scan_fn else "default (kernels not installed)"
+
+
 def environment() -> tuple[dict[str, Any], str]:
     from raycad.model.kernels import installed_kernels
     from raycad.model.scan import scan_path
@@ -87,7 +97,7 @@ def golden() -> tuple[list[dict[str, Any]], str]:
             with kernels_enabled(fused), torch.no_grad():
                 hidden = model.caduceus(ref["input_ids"]).last_hidden_state
                 logits = model(ref["input_ids"]).logits
-            rows.append({"case": case, "path": "fused kernels" if fused else "chunked scan",
+            rows.append({"case": case, "path": _label(fused),
                          "hidden_err": (hidden - ref["hidden_states"]).abs().max().item(),
                          "logits_err": (logits - ref["logits"]).abs().max().item()})
     md = ["Golden reference outputs on CUDA, float32 (tolerance 1e-4):", "",
@@ -124,7 +134,7 @@ def bf16(preset: str, batch: int, length: int) -> tuple[list[dict[str, Any]], st
         with kernels_enabled(fused):
             _, logits32, grads32 = _forward_backward(model, ids, labels, bf16=False)
             loss, logits, grads = _forward_backward(model, ids, labels, bf16=True)
-        rows.append({"path": "fused kernels" if fused else "chunked scan", "loss": loss,
+        rows.append({"path": _label(fused), "loss": loss,
                      "finite": bool(torch.isfinite(grads).all() and torch.isfinite(torch.tensor(loss))),
                      "logit_diff": (logits - logits32).abs().max().item(),
                      "grad_cosine": torch.nn.functional.cosine_similarity(grads, grads32, dim=0).item()})
@@ -271,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu_check] {name} ({time.perf_counter() - start:.0f} s): {json.dumps(result, default=str)}",
               flush=True)
         fragments.append(md)
+        if args.write:  # after every step, so a run cut short by its time limit still leaves its results
+            write_section(fragments, "python bench/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.write:
-        write_section(fragments, "python bench/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]))
         print(f"[gpu_check] wrote {SECTION!r} in {BENCHMARKS_MD}")
     return 1 if failures else 0
 
