@@ -24,6 +24,7 @@ from raycad.config import Config, ConfigError
 COMMAND_MODULES = (
     "raycad.data.cli",
     "raycad.train.cli",
+    "raycad.pretrain.cli",
     "raycad.tune.cli",
     "raycad.data.healthomics.cli",
     "raycad.launch.cli",
@@ -37,6 +38,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config field, e.g. --set optim.lr=1e-3 (repeatable)")
 
 
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every training verb (finetune, pretrain) takes; `run_fields` maps them onto the config."""
+    parser.add_argument("--workers", type=int, help="number of Ray Train workers (scaling.num_workers)")
+    parser.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (scaling.use_gpu)")
+    parser.add_argument("--epochs", type=int, help="train.epochs")
+    parser.add_argument("--output", "-o", metavar="DIR", help="run.output_dir")
+    parser.add_argument("--name", help="run.name (re-using a name resumes that run from its last checkpoint)")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a private local Ray)")
+
+
+def run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Config fields of the `add_run_args` flags (None = not given)."""
+    return {"scaling.num_workers": args.workers, "scaling.use_gpu": args.gpu, "train.epochs": args.epochs,
+            "run.output_dir": args.output, "run.name": args.name}
+
+
 def config_from_args(cls: type[Config], args: argparse.Namespace, **fields: Any) -> Config:
     """Config file, then the named flag values (dotted keys as ``a__b``; None = not given), then --set."""
     return cls.load(args.config, overrides=args.overrides, **fields)
@@ -45,7 +62,7 @@ def config_from_args(cls: type[Config], args: argparse.Namespace, **fields: Any)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raycad",
-        description="Fine-tune and tune the Caduceus DNA model on Ray.",
+        description="Pre-train, fine-tune and tune the Caduceus DNA model on Ray.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

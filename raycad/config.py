@@ -1,6 +1,6 @@
 """The typed configuration of a raycad run.
 
-One `FinetuneConfig` object is built once (from a YAML/JSON file, CLI flags and ``--set key=value``
+One `FinetuneConfig` (or `PretrainConfig`) object is built once (from a YAML/JSON file, CLI flags and ``--set key=value``
 overrides), validated here, and then handed unchanged from the CLI to the Ray job, to the `TorchTrainer`
 and into every train worker. Nothing downstream re-parses strings: code reads typed attributes.
 
@@ -194,8 +194,30 @@ class ScheduleSection(Config):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
 
 
-class DataSection(Config):
-    """Where sequences come from and how they become token batches."""
+class SourceSection(Config):
+    """How sequence records are read, cleaned and augmented: the options fine-tuning and pre-training share."""
+
+    format: Literal["auto", "csv", "tsv", "parquet", "fasta", "fastq", "bam", "hf"] = "auto"
+    sequence_column: str = "sequence"
+    cram_reference: str | None = None
+    """Reference FASTA for decoding CRAM files."""
+    invalid_chars: Literal["unk", "n", "reject"] = "unk"
+    """Characters outside ACGTN: map to [UNK], map to N, or reject the record."""
+    bad_records: Literal["error", "skip"] = "error"
+    """Malformed records (empty, unknown label, ...): raise naming file+record, or skip and count."""
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Held-out fraction when no validation data is given (seeded)."""
+    rc_augment: float = Field(0.5, ge=0, le=1)
+    """Probability of reverse-complementing a training sequence."""
+    limit: int | None = Field(None, ge=1)
+    """Keep at most this many records per split (smoke tests, quick sweeps)."""
+    s3_endpoint: str | None = None
+    """Endpoint override for S3-compatible stores (MinIO, moto); credentials come from the AWS chain."""
+    s3_region: str | None = None
+
+
+class DataSection(SourceSection):
+    """Where labelled sequences come from and how they become token batches."""
 
     task: str | None = None
     """A Genomic Benchmarks task name or alias; None with no `train` URI = the bundled demo data."""
@@ -204,8 +226,6 @@ class DataSection(Config):
     validation: str | None = None
     """Validation data; None = a stratified `val_fraction` split of `train`."""
     test: str | None = None
-    format: Literal["auto", "csv", "tsv", "parquet", "fasta", "fastq", "bam", "hf"] = "auto"
-    sequence_column: str = "sequence"
     label_column: str = "label"
     class_names: list[str] | None = None
     """Class names in label-id order; string labels (and FASTA/FASTQ file stems) map through this."""
@@ -216,30 +236,16 @@ class DataSection(Config):
     """CSV/TSV of ``path,label`` (labels whole files) or ``id,label`` (labels records)."""
     label_tag: str = "LB"
     """BAM/CRAM: the read tag (or field of the read's @RG header line, e.g. LB, SM) that holds the label."""
-    cram_reference: str | None = None
-    """Reference FASTA for decoding CRAM files."""
     max_length: int | None = None
     """Token length; None = the task's published max_length (or the longest sequence of a user's data)."""
     padding: Literal["max_length", "longest"] = "max_length"
     truncation: Literal["left", "right", "center"] = "right"
     """Where an over-long sequence is cut (Hugging Face ``truncation_side``): "right" cuts the end and keeps the
     start (the paper's pipeline), "left" keeps the end, "center" cuts both ends equally and keeps the middle."""
-    invalid_chars: Literal["unk", "n", "reject"] = "unk"
-    """Characters outside ACGTN: map to [UNK], map to N, or reject the record."""
-    bad_records: Literal["error", "skip"] = "error"
-    """Malformed records (empty, unknown label, ...): raise naming file+record, or skip and count."""
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    rc_augment: float = Field(0.5, ge=0, le=1)
-    """Probability of reverse-complementing a training sequence."""
-    limit: int | None = Field(None, ge=1)
-    """Keep at most this many records per split (smoke tests, quick sweeps)."""
-    s3_endpoint: str | None = None
-    """Endpoint override for S3-compatible stores (MinIO, moto); credentials come from the AWS chain."""
-    s3_region: str | None = None
 
 
-class TrainSection(Config):
-    """The optimisation loop."""
+class LoopSection(Config):
+    """The optimisation loop: what fine-tuning and pre-training share."""
 
     batch_size: int = Field(32, ge=1)
     """Global batch size (all workers, one optimizer step before accumulation): each worker gets its share."""
@@ -249,13 +255,18 @@ class TrainSection(Config):
     grad_accum: int = Field(1, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """bf16/fp16 autocast applies on GPU only; CPU runs fp32."""
+    seed: int = 0
+    torch_threads: int | None = None
+    """torch.set_num_threads per worker; None = CPUs assigned to the worker."""
+
+
+class TrainSection(LoopSection):
+    """The fine-tuning loop: the shared loop settings plus early stopping."""
+
     early_stopping_metric: str = "val_accuracy"
     early_stopping_mode: Literal["max", "min"] = "max"
     patience: int | None = None
     """Stop after this many epochs without improvement of the metric; None = never."""
-    seed: int = 0
-    torch_threads: int | None = None
-    """torch.set_num_threads per worker; None = CPUs assigned to the worker."""
 
 
 class ScalingSection(Config):
@@ -281,23 +292,104 @@ class RunSection(Config):
     export_model: bool = True
 
 
-class FinetuneConfig(Config):
-    """Everything a fine-tuning run needs; the single object passed CLI -> job -> trainer -> train loop."""
+class TrainingJobConfig(Config):
+    """The sections every training job has (its ``data`` and ``train`` sections are its own)."""
 
     model: ModelSection = Field(default_factory=ModelSection)
-    head: HeadSection = Field(default_factory=HeadSection)
-    peft: PeftSection = Field(default_factory=PeftSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
-    data: DataSection = Field(default_factory=DataSection)
-    train: TrainSection = Field(default_factory=TrainSection)
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     run: RunSection = Field(default_factory=RunSection)
 
     @model_validator(mode="after")
-    def _check(self) -> FinetuneConfig:
-        if self.train.batch_size % self.scaling.num_workers:
-            raise ValueError(
-                f"train.batch_size={self.train.batch_size} is not divisible by "
-                f"scaling.num_workers={self.scaling.num_workers} (batch_size is the global batch)")
+    def _check_global_batch(self) -> Self:
+        train = getattr(self, "train", None)
+        if train is not None and train.batch_size % self.scaling.num_workers:
+            raise ValueError(f"train.batch_size={train.batch_size} is not divisible by "
+                             f"scaling.num_workers={self.scaling.num_workers} (batch_size is the global batch)")
         return self
+
+
+class FinetuneConfig(TrainingJobConfig):
+    """Everything a fine-tuning run needs; the single object passed CLI -> job -> trainer -> train loop."""
+
+    head: HeadSection = Field(default_factory=HeadSection)
+    peft: PeftSection = Field(default_factory=PeftSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+
+# ================================================================================================================
+# Pre-training
+# ================================================================================================================
+
+
+class PretrainDataSection(SourceSection):
+    """Unlabelled sequences for masked-LM pre-training, cut into windows of ``max_length`` tokens."""
+
+    train: list[str] = Field(default_factory=list)
+    """URIs (local paths, globs, s3://, healthomics://); empty = the bundled demo's *training* split
+    (sequences only, never its validation or test records)."""
+    validation: list[str] = Field(default_factory=list)
+    """Held-out files; empty = `holdout` records, else a seeded `val_fraction` of the windows."""
+    holdout: list[str] = Field(default_factory=list)
+    """Record ids (contigs such as ``chr8``) whose windows are held out instead of trained on."""
+    max_length: int = Field(1024, ge=2)
+    """Window length in tokens; records longer than this are cut into windows, shorter ones (reads) are
+    kept whole (left-padded)."""
+    stride: int | None = Field(None, ge=1)
+    """Distance between window starts; None = ``max_length`` (adjacent windows). The last window of a record
+    ends at the record's end, so every base is covered."""
+    max_n_fraction: float = Field(0.5, ge=0, le=1)
+    """Windows with more than this fraction of N / [UNK] tokens are dropped (and counted)."""
+
+    @field_validator("train", "validation", "holdout", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainDataSection:
+        if self.stride is not None and self.stride > self.max_length:
+            raise ValueError(f"data.stride={self.stride} > data.max_length={self.max_length} would skip bases")
+        return self
+
+
+class MaskingSection(Config):
+    """The masked-LM objective (BERT-style, as in the Caduceus paper)."""
+
+    probability: float = Field(0.15, gt=0, lt=1)
+    """Fraction of (base) positions chosen as prediction targets."""
+    mask_token: float = Field(0.8, ge=0, le=1)
+    """Of the chosen positions: replaced by [MASK] ..."""
+    random_token: float = Field(0.1, ge=0, le=1)
+    """... by a uniformly random base A/C/G/T; the rest stay unchanged."""
+    mask_n: bool = True
+    """N positions can be targets (the paper masks every base position); special tokens and padding never."""
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskingSection:
+        if self.mask_token + self.random_token > 1:
+            raise ValueError(f"mlm.mask_token + mlm.random_token = {self.mask_token + self.random_token} > 1")
+        return self
+
+
+class PretrainLoopSection(LoopSection):
+    """The pre-training loop: the shared loop settings plus a step / token budget and reporting bands."""
+
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps (the LR schedule spans them); None = `epochs` over the data."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Token budget (windows x max_length, padding included), converted to optimizer steps."""
+    log_every_steps: int = Field(50, ge=1)
+    """A step band: masked-token loss / accuracy over each band of this many steps is logged and reported."""
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    """Also checkpoint mid-epoch every this many steps (resumable there); epochs always end with one."""
+
+
+class PretrainConfig(TrainingJobConfig):
+    """Everything a masked-LM pre-training run needs (``raycad pretrain``), from the CLI to the train loop."""
+
+    data: PretrainDataSection = Field(default_factory=PretrainDataSection)
+    mlm: MaskingSection = Field(default_factory=MaskingSection)
+    train: PretrainLoopSection = Field(default_factory=PretrainLoopSection)

@@ -205,7 +205,8 @@ def _longest(keyed: dict[str, Any]) -> int:
 
 # ---- batches -----------------------------------------------------------------------------------------------------
 class BatchCollator(NumpyBatchCollateFn):
-    """Numpy rows -> ``{"input_ids": LongTensor [B, L] or [B, L, 2], "labels": LongTensor [B]}``.
+    """Numpy rows -> ``{"input_ids": LongTensor [B, L] or [B, L, 2], "labels": LongTensor [B]}`` (no
+    ``labels`` for rows without a ``label`` column).
 
     Args:
         rc_prob: probability of reverse-complementing each record (padding stays on the left); the choice
@@ -236,8 +237,10 @@ class BatchCollator(NumpyBatchCollateFn):
                 ids[flip] = reverse_complement_ids(ids[flip], padding_side="left")
         if self.conjoin:
             ids = preprocess.conjoin(ids)
-        return {"input_ids": torch.from_numpy(np.ascontiguousarray(ids)),
-                "labels": torch.from_numpy(np.array(batch["label"], dtype=np.int64))}
+        out = {"input_ids": torch.from_numpy(np.ascontiguousarray(ids))}
+        if "label" in batch:
+            out["labels"] = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+        return out
 
 
 def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int = 0) -> BatchCollator:
@@ -252,12 +255,14 @@ def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int 
 
 
 def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, epoch: int,
-                 seed_offset: int = 0, device: Any = None) -> Iterator[dict[str, torch.Tensor]]:
+                 seed_offset: int = 0, device: Any = None,
+                 collate_fn: BatchCollator | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard(split)``) or a Dataset.
 
     The train split is shuffled through a local buffer and reverse-complement augmented, both seeded by
     ``(cfg.train.seed, epoch, seed_offset)``; other splits come in order, unaugmented. ``device=None``
-    lets Ray pick the worker's device.
+    lets Ray pick the worker's device. ``collate_fn`` replaces the split's `make_collator` (pre-training
+    passes its masking collator).
     """
     train = split == "train"
     shuffle = {}
@@ -266,7 +271,7 @@ def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, e
         shuffle = {"local_shuffle_buffer_size": max(4 * batch_size, 1024), "local_shuffle_seed": salt}
     yield from shard.iter_torch_batches(
         batch_size=batch_size,
-        collate_fn=make_collator(cfg, split, epoch, seed_offset),
+        collate_fn=collate_fn or make_collator(cfg, split, epoch, seed_offset),
         device=device if device is not None else "auto",
         **shuffle,
     )

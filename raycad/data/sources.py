@@ -62,7 +62,7 @@ SEQUENCE_SCHEMA = pa.schema([("sequence", pa.string()), ("label", pa.int64()), (
 """The schema of every dataset `read_sequences` returns."""
 
 Format = Literal["auto", "csv", "tsv", "parquet", "fasta", "fastq", "bam", "hf"]
-LabelFrom = Literal["auto", "file", "header", "manifest", "column", "tag"]
+LabelFrom = Literal["auto", "file", "header", "manifest", "column", "tag", "none"]
 InvalidChars = Literal["unk", "n", "reject"]
 BadRecords = Literal["error", "skip"]
 
@@ -932,10 +932,14 @@ def _clean(chunk: _RawChunk, src: SourceFile, opts: ReadOptions, tally: _Tally) 
             else:
                 mask = invalid.to_numpy(zero_copy_only=False) & (codes == _OK)
                 codes[mask] = _INVALID
-    labels, label_codes = _label_ids(chunk.labels, src.file_label, n, opts.class_names)
-    take = (codes == _OK) & (label_codes != _OK)
-    codes[take] = label_codes[take]
-    table = pa.Table.from_arrays([seqs, pa.array(labels, pa.int64()), chunk.ids], schema=SEQUENCE_SCHEMA)
+    if opts.label_from == "none":  # unlabelled sequences (pre-training): every label is null
+        labels = pa.nulls(n, pa.int64())
+    else:
+        label_ids, label_codes = _label_ids(chunk.labels, src.file_label, n, opts.class_names)
+        take = (codes == _OK) & (label_codes != _OK)
+        codes[take] = label_codes[take]
+        labels = pa.array(label_ids, pa.int64())
+    table = pa.Table.from_arrays([seqs, labels, chunk.ids], schema=SEQUENCE_SCHEMA)
     bad = np.flatnonzero(codes)
     if not len(bad):
         return table
@@ -1127,6 +1131,7 @@ def read_sequences(uri: str | os.PathLike | Sequence[str | os.PathLike], data: D
             ``header_label_key``), "file" (class = parent folder or file stem), "manifest", or "tag" (BAM:
             ``label_tag`` ["LB"] of the read, or of its read group's @RG line). "auto" takes the record's own
             label (column, header, tag, manifest id) and falls back to the file layout when it names classes.
+            "none" reads sequences only (every label null; pre-training).
         manifest: CSV/TSV with ``path,label`` (labels whole files) or ``id,label`` (labels records).
         invalid_chars: characters outside ACGTN after upper-casing: ["unk"] keeps them (the tokenizer maps
             them to [UNK]), "n" replaces them with N, "reject" makes the record bad.
@@ -1158,7 +1163,8 @@ def _read_healthomics(uri: str, options: dict[str, Any]) -> ray.data.Dataset:
     from raycad.data.healthomics.datasource import read_healthomics
 
     ds = read_healthomics(uri, class_names=list(options["class_names"]) if options["class_names"] else None,
-                          region=options["s3_region"])
+                          region=options["s3_region"],
+                          label_policy="none" if options["label_from"] == "none" else None)
     return ds.limit(options["limit"]) if options["limit"] else ds
 
 

@@ -1,6 +1,6 @@
 """Run raycad beyond one machine: Ray jobs, the AWS Ray cluster launcher, and SageMaker training jobs.
 
-All three run the same library code through the thin entrypoints in ``jobs/`` (``finetune.py``,
+All of them run the same library code through the thin entrypoints in ``jobs/`` (``finetune.py``, ``pretrain.py``,
 ``tune.py``, ``import_omics.py``), which hand their arguments to the ``raycad`` CLI:
 
 * **Ray jobs** on any cluster: ``ray job submit --working-dir . -- python jobs/finetune.py ...``.

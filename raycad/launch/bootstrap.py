@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RESOURCE_CONFIG = "/opt/ml/input/config/resourceconfig.json"
-JOBS = ("finetune", "tune", "import_omics")
+JOBS = ("finetune", "pretrain", "tune", "import_omics")
 
 
 def log(message: str) -> None:

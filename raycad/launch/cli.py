@@ -20,7 +20,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         description="Package this checkout to S3 and run jobs/<job>.py on a Ray cluster "
                                     "formed by the SageMaker job's instances. Arguments after -- go to the job.")
     add_config_args(sm)
-    sm.add_argument("--job", choices=("finetune", "tune", "import_omics"), default=None)
+    sm.add_argument("--job", choices=("finetune", "pretrain", "tune", "import_omics"), default=None)
     sm.add_argument("--role-arn", default=None, help="SageMaker execution role ARN")
     sm.add_argument("--output-path", default=None, help="s3:// prefix for outputs, Ray storage and source")
     sm.add_argument("--job-name", default=None)

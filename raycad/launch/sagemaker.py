@@ -52,7 +52,7 @@ _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
 class SageMakerConfig(Config):
     """A SageMaker training job that runs one raycad job (`job` with `job_args`) on a Ray cluster."""
 
-    job: Literal["finetune", "tune", "import_omics"] = "finetune"
+    job: Literal["finetune", "pretrain", "tune", "import_omics"] = "finetune"
     job_args: list[str] = Field(default_factory=list)
     """Arguments of ``jobs/<job>.py`` (the same as ``raycad <job> ...``), e.g. ["--set", "train.epochs=5"]."""
     role_arn: str = Field(..., pattern=r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
@@ -175,6 +175,7 @@ def default_job_name(job: str) -> str:
 
 
 OUTPUT_KEYS = {"finetune": ("run.output_dir", "run.storage_path", ("--output", "-o"), ()),
+               "pretrain": ("run.output_dir", "run.storage_path", ("--output", "-o"), ()),
                "tune": ("output_dir", "storage_path", ("--output", "-o"), ("--storage",))}
 """Per job: the config keys of its local output directory and its Ray storage, and the CLI flags for them."""
 

@@ -58,25 +58,33 @@ def head_config_kwargs(cfg: FinetuneConfig, num_classes: int) -> dict[str, Any]:
     }
 
 
+def build_base_model(model_class: type, cfg: Any, **config_kwargs: Any) -> nn.Module:
+    """``model_class`` (a Caduceus model class) as ``cfg.model`` says, on CPU: ``cfg.model.pretrained`` weights
+    (released layout or a raycad export) or a random init of ``cfg.model.preset`` seeded with ``cfg.train.seed``;
+    ``config_kwargs`` and ``cfg.model.overrides`` change the config."""
+    from raycad.model import CaduceusConfig
+
+    torch.manual_seed(cfg.train.seed)  # identical init on every worker and on every resume
+    if cfg.model.pretrained:
+        model = model_class.from_pretrained(cfg.model.pretrained, **config_kwargs, **cfg.model.overrides)
+    else:
+        config = CaduceusConfig.from_preset(cfg.model.preset, **{**cfg.model.overrides, **config_kwargs})
+        model = model_class(config)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
 def build_model(cfg: FinetuneConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
     """The run's classifier on CPU: pretrained weights or a seeded random init, plus LoRA if configured."""
-    from raycad.model import CaduceusConfig, CaduceusForSequenceClassification
+
+    from raycad.model import CaduceusForSequenceClassification
 
     head = head_config_kwargs(cfg, num_classes)
     if class_names:
         head["id2label"] = dict(enumerate(class_names))
         head["label2id"] = {name: i for i, name in enumerate(class_names)}
-    torch.manual_seed(cfg.train.seed)  # identical init on every worker and on every resume
-    if cfg.model.pretrained:
-        model = CaduceusForSequenceClassification.from_pretrained(
-            cfg.model.pretrained, **head, **cfg.model.overrides)
-    else:
-        config = CaduceusConfig.from_preset(cfg.model.preset, **{**cfg.model.overrides, **head})
-        model = CaduceusForSequenceClassification(config)
-    if cfg.model.gradient_checkpointing:
-        if not hasattr(model, "gradient_checkpointing_enable"):
-            raise ValueError("model.gradient_checkpointing=true but the model does not support it")
-        model.gradient_checkpointing_enable()
+    model = build_base_model(CaduceusForSequenceClassification, cfg, **head)
     if cfg.peft.method == "lora":
         from raycad.train.lora import apply_lora
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raycad.cli import add_config_args, config_from_args
+from raycad.cli import add_config_args, add_run_args, config_from_args, run_fields
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -25,12 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data", nargs="?", metavar="TASK_OR_URI",
                    help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
     add_config_args(p)
-    p.add_argument("--workers", type=int, help="number of Ray Train workers (scaling.num_workers)")
-    p.add_argument("--gpu", action="store_true", default=None, help="train on GPUs (scaling.use_gpu)")
-    p.add_argument("--epochs", type=int, help="train.epochs")
-    p.add_argument("--output", "-o", metavar="DIR", help="run.output_dir")
-    p.add_argument("--name", help="run.name (re-using a name resumes that run from its last checkpoint)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a private local Ray)")
+    add_run_args(p)
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model on labeled data")
@@ -70,8 +65,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from raycad.runtime import init_ray, note_interrupt_hint, quiet_output
     from raycad.train.trainer import default_run_name
 
-    fields = {**_data_fields(args.data), "scaling.num_workers": args.workers, "scaling.use_gpu": args.gpu,
-              "train.epochs": args.epochs, "run.output_dir": args.output, "run.name": args.name}
+    fields = {**_data_fields(args.data), **run_fields(args)}
     cfg = config_from_args(FinetuneConfig, args, **fields)
     cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
     run_dir = Path(cfg.run.output_dir) / cfg.run.name

@@ -25,7 +25,7 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -90,6 +90,28 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 on GPU; None otherwise (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler("cuda") if device.type == "cuda" and precision == "fp16" else None
+
+
+def forward_backward(model: nn.Module, forward: Callable[..., tuple[torch.Tensor, Any]], inputs: tuple, *,
+                     sync: bool, accum: int, scaler: Any, device: torch.device,
+                     precision: str) -> tuple[torch.Tensor, Any]:
+    """One micro-batch: ``forward(*inputs)`` -> ``(loss, extra)`` under autocast, then backward of ``loss / accum``.
+
+    DDP all-reduces gradients only when ``sync`` (the last micro-batch of an optimizer step). Returns what
+    ``forward`` returned.
+    """
+    no_sync = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+    with no_sync:
+        with autocast_context(device, precision):
+            loss, extra = forward(*inputs)
+        scaled = loss / accum
+        (scaler.scale(scaled) if scaler else scaled).backward()
+    return loss, extra
+
+
 # ---- evaluation ------------------------------------------------------------------------------------------------
 
 
@@ -110,13 +132,62 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]
     return acc
 
 
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if torch.distributed.get_backend() == "nccl":
             tensor = tensor.to(device)
         torch.distributed.all_reduce(tensor)
     return tensor.cpu().tolist()
+
+
+# ---- worker plumbing shared by the fine-tuning and pre-training loops ----------------------------------------
+
+
+def setup_worker(cfg: Any, cpus_per_worker: float) -> tuple[int, int, torch.device]:
+    """Torch threads = the worker's CPUs (or ``cfg.train.torch_threads``); returns (rank, world size, device)."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.train.torch_threads or max(1, round(cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    if device.type != "cuda" and cfg.train.precision != "fp32" and rank == 0:
+        _progress(f"train.precision={cfg.train.precision} applies on GPU only; training in fp32 on {device}")
+    return rank, world, device
+
+
+def resume(state: dict[str, Any], **training: Any) -> Any:
+    """Restore ``training`` (model, optimizer, scheduler, scaler) and the keys of ``state`` from the run's
+    latest checkpoint when Ray Train restarts the run; returns that `ray.train.Checkpoint`, or None."""
+    import ray.train
+
+    from raycad.train.checkpoint import load_training_state
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            saved = load_training_state(directory, **training)
+        state.update({k: saved[k] for k in state})
+    return checkpoint
+
+
+def report_with_checkpoint(metrics: dict[str, Any], dir_name: str, *, rank: int, model: nn.Module,
+                           optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                           state: dict[str, Any]) -> None:
+    """``ray.train.report`` on every rank, with a resumable checkpoint written by rank 0 only."""
+    import ray.train
+
+    from raycad.train.checkpoint import save_training_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="raycad-ckpt-") as tmp:
+        ckpt = None
+        if rank == 0:
+            save_training_checkpoint(tmp, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                     state=state)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
 
 # ---- the worker function ---------------------------------------------------------------------------------------
@@ -128,17 +199,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train.torch
 
     from raycad.data import iter_batches
-    from raycad.train.checkpoint import build_model, load_training_state, save_training_checkpoint
+    from raycad.train.checkpoint import build_model
 
     cfg = FinetuneConfig.from_dict(config["cfg"], source="train_loop_per_worker config")
     num_classes: int = config["num_classes"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = cfg.train.torch_threads or max(1, round(config.get("cpus_per_worker", 1)))
-    torch.set_num_threads(threads)
-    device = ray.train.torch.get_device()
-    if device.type != "cuda" and cfg.train.precision != "fp32" and rank == 0:
-        _progress(f"train.precision={cfg.train.precision} applies on GPU only; training in fp32 on {device}")
+    rank, world, device = setup_worker(cfg, config.get("cpus_per_worker", 1))
 
     model = build_model(cfg, num_classes, config.get("class_names"))
     model = ray.train.torch.prepare_model(model)
@@ -150,24 +215,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     report_every = max(1, batches_per_epoch // 4)  # progress lines per epoch
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs)
-    use_scaler = device.type == "cuda" and cfg.train.precision == "fp16"
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    scaler = grad_scaler(device, cfg.train.precision)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "best": None, "best_epoch": None,
                              "bad_epochs": 0, "stopped_early": False}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            saved = load_training_state(directory, model=model, optimizer=optimizer, scheduler=scheduler,
-                                        scaler=scaler)
-        state.update({k: saved[k] for k in state})
-        if rank == 0:
-            _progress(f"resumed from {checkpoint.path} after epoch {state['epoch']}")
+    checkpoint = resume(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+    if checkpoint and rank == 0:
+        _progress(f"resumed from {checkpoint.path} after epoch {state['epoch']}")
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
+
+    def classification_loss(input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return model(input_ids=input_ids, labels=labels).loss, None
+
     model.train()
     while state["epoch"] < cfg.train.epochs and not state["stopped_early"]:
         epoch = state["epoch"]
@@ -180,12 +243,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
             micro += 1
             sync = micro % accum == 0
-            no_sync = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
-            with no_sync:
-                with autocast_context(device, cfg.train.precision):
-                    loss = model(input_ids=input_ids, labels=labels).loss
-                scaled = loss / accum
-                (scaler.scale(scaled) if scaler else scaled).backward()
+            loss, _ = forward_backward(model, classification_loss, (input_ids, labels), sync=sync, accum=accum,
+                                       scaler=scaler, device=device, precision=cfg.train.precision)
             loss_sum += float(loss.detach()) * labels.shape[0]
             seen += labels.shape[0]
             if sync:
@@ -200,7 +259,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             _optimizer_step(optimizer, scheduler, scaler, trainable, cfg.train.grad_clip)
             state["step"] += 1
         train_time = time.perf_counter() - start
-        total_loss, total_seen = _all_reduce_sum([loss_sum, seen], device)
+        total_loss, total_seen = all_reduce_sum([loss_sum, seen], device)
 
         val = evaluate_batches(model, iter_batches(val_shard, cfg, "validation", per_worker_eval_batch, epoch,
                                                    seed_offset=rank, device=device),
@@ -236,15 +295,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                       f"val_f1 {metrics['val_f1']:.4f}  val_mcc {metrics['val_mcc']:.4f}  "
                       f"val_auroc {metrics['val_auroc']:.4f}  {metrics['train_sequences_per_s']:.1f} seq/s  "
                       f"({metrics['epoch_time_s']:.0f} s)")
-        with tempfile.TemporaryDirectory(prefix="raycad-ckpt-") as tmp:
-            ckpt = None
-            if rank == 0:
-                save_training_checkpoint(tmp, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                         state={**state, "config": cfg.to_dict(), "num_classes": num_classes,
-                                                "class_names": config.get("class_names"),
-                                                "max_length": config.get("max_length")})
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch + 1:04d}")
+        report_with_checkpoint(metrics, f"epoch_{epoch + 1:04d}", rank=rank, model=model, optimizer=optimizer,
+                               scheduler=scheduler, scaler=scaler,
+                               state={**state, "config": cfg.to_dict(), "num_classes": num_classes,
+                                      "class_names": config.get("class_names"),
+                                      "max_length": config.get("max_length")})
         if state["stopped_early"] and rank == 0:
             _progress(f"early stopping: {metric} has not improved for {patience} epochs "
                       f"(best {state['best']:.4f} at epoch {state['best_epoch']})")

@@ -35,13 +35,14 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def write_metrics_csv(path: str | Path, history: list[dict[str, Any]]) -> Path:
+def write_metrics_csv(path: str | Path, history: list[dict[str, Any]],
+                      columns: tuple[str, ...] = CSV_COLUMNS) -> Path:
     path = Path(path)
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row.get(k) for k in CSV_COLUMNS})
+            writer.writerow({k: row.get(k) for k in columns})
     return path
 
 
@@ -73,7 +74,7 @@ def plot_learning_curve(path: str | Path, history: list[dict[str, Any]], metric:
     return path
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
@@ -89,7 +90,7 @@ def metrics_table(metrics: dict[str, Any], title: str = "metrics", class_names: 
     table.add_column("value", justify="right")
     for key in HEADLINE:
         if f"{prefix}{key}" in metrics:
-            table.add_row(key, _fmt(metrics[f"{prefix}{key}"]))
+            table.add_row(key, fmt(metrics[f"{prefix}{key}"]))
     support = metrics.get(f"{prefix}support")
     if support:
         names = class_names or [str(i) for i in range(len(support))]
@@ -107,14 +108,14 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_column("")
     table.add_column(f"{results.get('test_split', 'test')}", justify="right")
     for key in HEADLINE:
-        table.add_row(key, _fmt(test.get(f"{prefix}{key}")))
+        table.add_row(key, fmt(test.get(f"{prefix}{key}")))
     best = results.get("best_validation_metrics", {})
     table.add_section()
     table.add_row("best epoch", f"{results.get('best_epoch')} of {results.get('epochs_run')}"
                   + (" (early stop)" if results.get("stopped_early") else ""))
-    table.add_row("best val accuracy", _fmt(best.get("val_accuracy")))
+    table.add_row("best val accuracy", fmt(best.get("val_accuracy")))
     params = results.get("parameters", {})
     table.add_row("trainable / total params", f"{params.get('trainable', 0):,} / {params.get('total', 0):,}")
-    table.add_row("train sequences/s", _fmt(results.get("train_sequences_per_s")))
+    table.add_row("train sequences/s", fmt(results.get("train_sequences_per_s")))
     table.add_row("wall time", f"{results['timings']['total_s']:.0f} s")
     return table

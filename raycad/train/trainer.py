@@ -101,15 +101,16 @@ def _storage(cfg: FinetuneConfig, storage_path: str | None, run_dir: Path) -> tu
     return path, None
 
 
-def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int) -> bool:
+def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int,
+                     max_records: int = MATERIALIZE_MAX_RECORDS) -> bool:
     """Small data: shuffle the training split once (seeded) and keep every split tokenized in the object store.
 
     Sources are often ordered (by class, by file), and Ray Train only shuffles locally within a buffer
     (`raycad.data.iter_batches`), so a class-sorted file would give single-class batches and shards. A global
     shuffle fixes that; for small data it costs little, and materializing avoids re-reading and
-    re-tokenizing every epoch. Returns whether it applied (``total_records <= MATERIALIZE_MAX_RECORDS``).
+    re-tokenizing every epoch. Returns whether it applied (``total_records <= max_records``).
     """
-    if total_records > MATERIALIZE_MAX_RECORDS:
+    if total_records > max_records:
         return False
     data.datasets = {name: (ds.random_shuffle(seed=cfg.train.seed) if name == "train" else ds).materialize()
                      for name, ds in data.datasets.items()}
@@ -129,36 +130,50 @@ def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | 
     ``num_train`` (the training-set size, for the LR schedule) is counted when not given. ``train_loop``
     replaces `train_loop_per_worker` (tests use it to inject failures).
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     from raycad.train.loop import train_loop_per_worker
 
     for split in ("train", "validation"):
         if split not in data.datasets:
             raise ValueError(f"prepared data has no {split!r} split (has {sorted(data.datasets)})")
     name = name or cfg.run.name or default_run_name(cfg)
-    run_dir = Path(cfg.run.output_dir) / name
-    path, fs = _storage(cfg, storage_path, run_dir)
     if num_train is None:
         num_train = data.datasets["train"].count()
     if num_train < cfg.scaling.num_workers:
         raise ValueError(f"{num_train} training records cannot be split across {cfg.scaling.num_workers} workers")
-    cpus = resolve_cpus_per_worker(cfg)
-    resources: dict[str, float] = {"CPU": cpus}
-    if cfg.scaling.use_gpu:
-        resources["GPU"] = cfg.scaling.gpus_per_worker
     loop_config = {
-        "cfg": cfg.to_dict(),
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "max_length": data.max_length,
         "num_train": int(num_train),
-        "cpus_per_worker": cpus,
     }
+    return make_torch_trainer(
+        cfg, train_loop or train_loop_per_worker, loop_config,
+        {"train": data.datasets["train"], "validation": data.datasets["validation"]}, name=name,
+        storage_path=storage_path, callbacks=callbacks,
+        score=(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode))
+
+
+def make_torch_trainer(cfg: Any, loop: Any, loop_config: dict[str, Any], datasets: dict[str, Any], *, name: str,
+                       storage_path: str | None = None, callbacks: list | None = None,
+                       score: tuple[str, str] | None = None) -> TorchTrainer:
+    """The `TorchTrainer` of a run config (`FinetuneConfig` or `PretrainConfig`): workers and their resources
+    from ``cfg.scaling``, storage, `FailureConfig` and checkpoint retention from ``cfg.run``.
+
+    The loop receives ``{**loop_config, "cfg": cfg.to_dict(), "cpus_per_worker"}``; ``datasets`` are split
+    evenly across workers. ``score=(metric, mode)`` keeps the best checkpoints by that metric, None the latest.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    path, fs = _storage(cfg, storage_path, Path(cfg.run.output_dir) / name)
+    cpus = resolve_cpus_per_worker(cfg)
+    resources: dict[str, float] = {"CPU": cpus}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = cfg.scaling.gpus_per_worker
+    metric, mode = score or (None, "max")
     return TorchTrainer(
-        train_loop or train_loop_per_worker,
-        train_loop_config=loop_config,
+        loop,
+        train_loop_config={**loop_config, "cfg": cfg.to_dict(), "cpus_per_worker": cpus},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -166,15 +181,13 @@ def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | 
             storage_path=path,
             storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=cfg.run.checkpoints_to_keep,
-                checkpoint_score_attribute=cfg.train.early_stopping_metric,
-                checkpoint_score_order=cfg.train.early_stopping_mode,
-            ),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep,
+                                                         checkpoint_score_attribute=metric,
+                                                         checkpoint_score_order=mode),
             callbacks=callbacks or None,
         ),
-        datasets={"train": data.datasets["train"], "validation": data.datasets["validation"]},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train", "validation"]),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets)),
     )
 
 
@@ -232,25 +245,32 @@ def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict[str
     return pick(candidates, key=lambda cm: (cm[1][metric], -cm[1].get("epoch", 0)))
 
 
-def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
-    """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc)."""
-    from raycad.data import prepare_datasets
-    from raycad.runtime import init_ray
-    from raycad.train import report
-    from raycad.train.checkpoint import export_model, load_model_from_checkpoint
-    from raycad.train.lora import count_parameters
+def start_run(cfg: Any, default_name: str) -> tuple[Any, str, Path]:
+    """Name the run (``cfg.run.name`` or ``default_name``), create ``<output_dir>/<name>`` holding the run's
+    ``config.yaml``, start or join Ray; returns ``(cfg with run.name set, name, run_dir)``."""
+    from ray.data import DataContext
 
-    t0 = time.perf_counter()
-    name = cfg.run.name or default_run_name(cfg)
+    from raycad.runtime import init_ray
+
+    name = cfg.run.name or default_name
     cfg = cfg.with_overrides({"run.name": name})
     run_dir = Path(cfg.run.output_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
     init_ray()
+    DataContext.get_current().enable_progress_bars = False  # the run's own progress lines are the display
+    return cfg, name, run_dir
 
-    from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = False  # the epoch lines are the progress display
+def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
+    """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc)."""
+    from raycad.data import prepare_datasets
+    from raycad.train import report
+    from raycad.train.checkpoint import export_model, load_model_from_checkpoint
+    from raycad.train.lora import count_parameters
+
+    t0 = time.perf_counter()
+    cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
     data = prepare_datasets(cfg)
     data_report = data.report()
     counts = {name: split["records"] for name, split in data_report["splits"].items()}
