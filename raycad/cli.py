@@ -54,6 +54,24 @@ def run_fields(args: argparse.Namespace) -> dict[str, Any]:
             "run.output_dir": args.output, "run.name": args.name}
 
 
+def run_training_verb(verb: str, cfg: Any, args: argparse.Namespace, run: Callable[[Any], Any]) -> int:
+    """Run ``run(cfg)`` for a training verb: Ray's own output to ``<run dir>/raycad.log`` (unless --verbose),
+    Ray started or joined (``--address``), and a Ctrl-C that says how to resume the run."""
+    from pathlib import Path
+
+    from raycad.runtime import console, init_ray, note_interrupt_hint, quiet_output
+
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    note_interrupt_hint(f"resume with --name {cfg.run.name}" + (f" --output {cfg.run.output_dir}"
+                                                                 if args.output else ""))
+    with quiet_output(run_dir / "raycad.log", verbose=args.verbose) as log_path:
+        if log_path is not None:
+            console.print(f"raycad {verb}: run {cfg.run.name} (Ray's own logs: {log_path}; --verbose shows them)")
+        init_ray(args.address)
+        run(cfg)
+    return 0
+
+
 def config_from_args(cls: type[Config], args: argparse.Namespace, **fields: Any) -> Config:
     """Config file, then the named flag values (dotted keys as ``a__b``; None = not given), then --set."""
     return cls.load(args.config, overrides=args.overrides, **fields)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from raycad.cli import add_config_args, add_run_args, config_from_args, run_fields
+from raycad.cli import add_config_args, add_run_args, config_from_args, run_fields, run_training_verb
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -34,15 +34,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from raycad.config import PretrainConfig
-    from raycad.runtime import init_ray
+    from raycad.pretrain.recipe import default_run_name
 
     fields = {"data.train": args.uris or None, "data.validation": args.validation, "data.holdout": args.holdout,
               "data.max_length": args.max_length, "data.stride": args.stride, "model.preset": args.preset,
               "model.pretrained": args.pretrained, "train.max_steps": args.max_steps,
               "train.max_tokens": args.max_tokens, **run_fields(args)}
     cfg = config_from_args(PretrainConfig, args, **fields)
-    init_ray(args.address)
-    from raycad.pretrain.recipe import pretrain
+    cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
 
-    pretrain(cfg)
-    return 0
+    def run(cfg: PretrainConfig) -> None:
+        from raycad.pretrain.recipe import pretrain
+
+        pretrain(cfg)
+
+    return run_training_verb("pretrain", cfg, args, run)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raycad.cli import add_config_args, add_run_args, config_from_args, run_fields
+from raycad.cli import add_config_args, add_run_args, config_from_args, run_fields, run_training_verb
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -62,25 +62,18 @@ def _data_fields(arg: str | None) -> dict[str, Any]:
 
 def _finetune(args: argparse.Namespace) -> int:
     from raycad.config import FinetuneConfig
-    from raycad.runtime import init_ray, note_interrupt_hint, quiet_output
     from raycad.train.trainer import default_run_name
 
     fields = {**_data_fields(args.data), **run_fields(args)}
     cfg = config_from_args(FinetuneConfig, args, **fields)
     cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
-    run_dir = Path(cfg.run.output_dir) / cfg.run.name
-    note_interrupt_hint(f"resume with --name {cfg.run.name}" + (f" --output {cfg.run.output_dir}"
-                                                                 if args.output else ""))
-    with quiet_output(run_dir / "raycad.log", verbose=args.verbose) as log_path:
-        if log_path is not None:
-            from raycad.runtime import console
 
-            console.print(f"raycad finetune: run {cfg.run.name} (Ray's own logs: {log_path}; --verbose shows them)")
-        init_ray(args.address)
+    def run(cfg: FinetuneConfig) -> None:
         from raycad.train.trainer import finetune
 
         finetune(cfg)
-    return 0
+
+    return run_training_verb("finetune", cfg, args, run)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
