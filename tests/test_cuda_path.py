@@ -199,3 +199,25 @@ def test_lora_on_dt_proj_through_the_fused_branch(monkeypatch):
     finally:
         monkeypatch.undo()
         kernels.installed_kernels.cache_clear()
+
+
+def test_gpu_check_script_runs_on_cpu(monkeypatch, capsys):
+    """bench/gpu_check.py (run by bench/gpu_check.sh on the first GPU machine) stays runnable: a CPU smoke run
+    through the kernel doubles, every step but the finetune, nothing written."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    cuda_doubles.install(monkeypatch, conv=True)
+    try:
+        assert gpu_check.main(["--device", "cpu", "--skip-finetune", "--presets", "caduceus-ph-1k-d64-l2",
+                               "--lengths", "16", "--batch", "2", "--repeats", "1"]) == 0
+    finally:
+        monkeypatch.undo()
+        kernels.installed_kernels.cache_clear()
+    out = capsys.readouterr().out
+    assert '"scan_path": "mamba_ssm"' in out and '"path": "fused kernels"' in out
+    assert all(f"[gpu_check] {step}" in out for step in ("environment", "golden", "bf16", "throughput"))
