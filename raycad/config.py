@@ -131,6 +131,9 @@ class ModelSection(Config):
     overrides: dict[str, Any] = Field(default_factory=dict)
     """CaduceusConfig fields to change on top of the preset / checkpoint config (e.g. {"n_layer": 2})."""
     gradient_checkpointing: bool = False
+    scan_impl: Literal["auto", "fused", "chunked", "reference", "mamba_ssm"] = "auto"
+    """Selective-scan implementation (`raycad.model.scan.scan_path`): "auto" = mamba_ssm's CUDA kernel on GPU
+    when installed, the fused numba kernels on CPU when numba is available, else the chunked PyTorch scan."""
 
 
 class HeadSection(Config):

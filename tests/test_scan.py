@@ -1,8 +1,12 @@
-"""The chunked selective scan against the sequential reference: outputs, last state and every gradient."""
+"""The chunked and the fused selective scans against the sequential reference: outputs, last state and every
+gradient; the dispatch and the fused scan's fallback when numba is missing."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
+import sys
 
 import pytest
 import torch
@@ -10,7 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raycad.model import scan
-from raycad.model.scan import selective_scan, selective_scan_chunked, selective_scan_reference
+from raycad.model.scan import (
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_fused,
+    selective_scan_reference,
+)
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -171,13 +180,14 @@ def test_bad_shapes_raise():
 def test_dispatch_and_log_once(monkeypatch, caplog):
     monkeypatch.setattr(scan, "_logged_paths", set())
     monkeypatch.delenv("RAYCAD_SELECTIVE_SCAN", raising=False)
-    assert scan.scan_path(torch.device("cpu")) == "chunked"
+    default = "fused" if scan.fused_available() else "chunked"
+    assert scan.scan_path(torch.device("cpu")) == default
     x = {k: v.detach() for k, v in make_inputs(l=6).items()}
     with caplog.at_level(logging.INFO, logger="raycad"):
         first = selective_scan(**x, delta_softplus=True)
         selective_scan(**x, delta_softplus=True)
-    messages = [r.getMessage() for r in caplog.records if "selective scan" in r.getMessage()]
-    assert messages == ["selective scan: using the chunked path (cpu tensors)"]
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("selective scan:")]
+    assert messages == [f"selective scan: using the {default} path (cpu tensors)"]
     monkeypatch.setenv("RAYCAD_SELECTIVE_SCAN", "reference")
     torch.testing.assert_close(selective_scan(**x, delta_softplus=True), first, rtol=1e-5, atol=1e-5)
     monkeypatch.setenv("RAYCAD_SELECTIVE_SCAN", "mamba_ssm")
@@ -186,3 +196,170 @@ def test_dispatch_and_log_once(monkeypatch, caplog):
     monkeypatch.setenv("RAYCAD_SELECTIVE_SCAN", "fastest")
     with pytest.raises(ValueError, match="RAYCAD_SELECTIVE_SCAN"):
         selective_scan(**x)
+
+
+def test_configured_impl_wins_over_environment(monkeypatch):
+    monkeypatch.setattr(scan, "_configured", "auto")
+    monkeypatch.setenv("RAYCAD_SELECTIVE_SCAN", "reference")
+    assert scan.scan_path() == "reference"
+    scan.set_scan_impl("chunked")
+    assert scan.scan_path() == "chunked"
+    with pytest.raises(ValueError, match="fastest"):
+        scan.set_scan_impl("fastest")
+
+
+# ---- the fused CPU scan (numba) ---------------------------------------------------------------------------------
+
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+needs_numba = pytest.mark.skipif(
+    not HAVE_NUMBA, reason="numba is not installed, so the fused CPU scan cannot run (its fallback to the chunked "
+                           "scan is tested by test_fused_fallback_without_numba)")
+
+
+@contextlib.contextmanager
+def fused_blocks(chunk: int, width: int):
+    """Small chunks / channel blocks, so short test sequences cross chunk and block boundaries."""
+    saved = scan.FUSED_CHUNK, scan.FUSED_WIDTH
+    scan.FUSED_CHUNK, scan.FUSED_WIDTH = chunk, width
+    try:
+        yield
+    finally:
+        scan.FUSED_CHUNK, scan.FUSED_WIDTH = saved
+
+
+@needs_numba
+@pytest.mark.parametrize(
+    "use,softplus,last",
+    [((), False, False), (("D",), False, True), (("z", "delta_bias"), True, False), (("D", "z", "delta_bias"), True, True)],
+)
+@pytest.mark.parametrize("bc", ["variable", "grouped", "constant"])
+def test_fused_matches_reference(use, softplus, last, bc):
+    inputs = make_inputs(d=10, l=19, bc=bc)
+    want = run(selective_scan_reference, inputs, use, softplus, last)
+    with fused_blocks(chunk=8, width=4):  # 19 steps = 2 chunks + 3; 5 channels per group = a block + 1
+        assert_close(run(selective_scan_fused, inputs, use, softplus, last), want, rtol=1e-5)
+
+
+@needs_numba
+@pytest.mark.parametrize("length", [1, 65])
+def test_fused_default_blocks_model_shape(length):
+    """Default chunk (64) and block width (64) with 2 groups of 70 channels (a full block + 6), n = 16."""
+    inputs = make_inputs(b=2, d=140, n=16, l=length, bc="grouped", seed=length)
+    use = ("D", "z", "delta_bias")
+    assert_close(run(selective_scan_fused, inputs, use, True, True),
+                 run(selective_scan_reference, inputs, use, True, True), rtol=1e-5)
+
+
+@needs_numba
+def test_fused_threads_split_channels():
+    """One (row, group) pair on 2 threads: channels split into parallel tasks whose B/C gradients are summed."""
+    assert scan._fused_splits(batch=1, groups=1, head=256, threads=2) == 4
+    assert scan._fused_splits(batch=8, groups=2, head=256, threads=2) == 1
+    inputs = make_inputs(b=1, d=24, n=4, l=30, seed=7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with fused_blocks(chunk=8, width=4):
+            got = run(selective_scan_fused, inputs, ("D", "z"), True, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert_close(got, run(selective_scan_reference, inputs, ("D", "z"), True, True), rtol=1e-5)
+
+
+@needs_numba
+def test_fused_gradcheck_float64():
+    inputs = {k: v.detach().double().requires_grad_() for k, v in make_inputs(b=2, d=4, n=2, l=7, bc="grouped").items()}
+
+    def fn(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True, return_last_state=True)
+
+    with fused_blocks(chunk=3, width=1):
+        assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in NAMES), eps=1e-6, atol=1e-7)
+
+
+@needs_numba
+def test_fused_stable_for_large_delta_times_A():
+    """delta' |A| in the hundreds: the float32 exp flushes below 2^-126 and everything stays finite and exact."""
+    inputs = make_inputs(b=2, d=4, n=8, l=40, delta_scale=30.0, seed=5)
+    with torch.no_grad():
+        inputs["A"].mul_(20.0)
+        inputs["delta_bias"].add_(10.0)
+    use = ("D", "z", "delta_bias")
+    with fused_blocks(chunk=16, width=64):
+        got = run(selective_scan_fused, inputs, use, True, True)
+    for name, value in got.items():
+        assert torch.isfinite(value).all(), name
+    assert_close(got, run(selective_scan_reference, inputs, use, True, True), rtol=1e-5)
+
+
+@needs_numba
+def test_fused_low_precision_and_no_grad():
+    inputs = {k: v.detach() for k, v in make_inputs(l=12).items()}
+    with torch.no_grad():
+        torch.testing.assert_close(selective_scan_fused(**inputs, delta_softplus=True),
+                                   selective_scan_reference(**inputs, delta_softplus=True), rtol=1e-5, atol=1e-5)
+    for dtype in (torch.bfloat16, torch.float16):
+        low = {k: v.to(dtype) for k, v in inputs.items()}
+        out, last = selective_scan_fused(**low, delta_softplus=True, return_last_state=True)
+        want, want_last = selective_scan_chunked(**low, delta_softplus=True, return_last_state=True)
+        assert out.dtype == dtype and last.dtype == torch.float32
+        torch.testing.assert_close(out, want)  # both compute in float32 and round once
+        torch.testing.assert_close(last, want_last, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    b=st.integers(1, 3), d=st.sampled_from([2, 4, 6, 10]), n=st.integers(1, 5), l=st.integers(1, 30),
+    chunk=st.integers(1, 12), width=st.integers(1, 8), bc=st.sampled_from(["variable", "grouped"]),
+    softplus=st.booleans(), seed=st.integers(0, 10_000),
+)
+@needs_numba
+def test_fused_random_shapes(b, d, n, l, chunk, width, bc, softplus, seed):
+    inputs = make_inputs(b=b, d=d, n=n, l=l, bc=bc, seed=seed)
+    use = ("D", "z", "delta_bias")
+    want = run(selective_scan_reference, inputs, use, softplus, True)
+    with fused_blocks(chunk, width):
+        assert_close(run(selective_scan_fused, inputs, use, softplus, True), want, rtol=1e-5)
+
+
+def test_fused_fallback_without_numba(monkeypatch, caplog):
+    """With numba unimportable, auto falls back to the chunked scan (logged once); an explicit fused raises."""
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    monkeypatch.delitem(sys.modules, "raycad.model._scan_numba", raising=False)
+    monkeypatch.setattr(scan, "_logged_paths", set())
+    monkeypatch.setattr(scan, "_configured", "auto")
+    monkeypatch.delenv("RAYCAD_SELECTIVE_SCAN", raising=False)
+    scan._kernel_module.cache_clear()
+    scan._fused_kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="raycad"):
+            assert not scan.fused_available()
+            assert scan.scan_path() == "chunked"
+            x = make_inputs(l=9)
+            out = selective_scan(**x, delta_softplus=True)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "fused selective scan unavailable (ModuleNotFoundError" in warnings[0]
+        assert "using the chunked scan" in warnings[0]
+        assert_close({"out": out}, {"out": selective_scan_reference(**x, delta_softplus=True)})
+        scan.set_scan_impl("fused")
+        with pytest.raises(RuntimeError, match="numba"):
+            scan.scan_path()
+        with pytest.raises(RuntimeError, match="numba"):
+            selective_scan_fused(**x)
+    finally:
+        scan._kernel_module.cache_clear()
+        scan._fused_kernels.cache_clear()
+
+
+def test_model_scan_impl_config_reaches_the_scan(monkeypatch):
+    """``model.scan_impl`` of the run config selects the path in the process that builds the model."""
+    from raycad.config import ConfigError, FinetuneConfig
+    from raycad.train.checkpoint import build_model
+
+    monkeypatch.setattr(scan, "_configured", "auto")
+    monkeypatch.setenv("RAYCAD_SELECTIVE_SCAN", "reference")
+    cfg = FinetuneConfig().with_overrides({"model.scan_impl": "chunked", "model.overrides": {"n_layer": 1}})
+    build_model(cfg, 2)
+    assert scan.scan_path() == "chunked"
+    with pytest.raises(ConfigError, match="scan_impl"):
+        FinetuneConfig().with_overrides({"model.scan_impl": "fastest"})

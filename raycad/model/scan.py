@@ -13,13 +13,19 @@ Shapes (as in ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``): ``u
 ``delta_bias`` ``[dim]``. Computation is float32 (float64 for float64 inputs, e.g. for gradcheck); the output
 has ``u``'s dtype and the last state the computation dtype.
 
-`selective_scan_reference` is the plain sequential loop. `selective_scan` is the fast path.
+`selective_scan_reference` is the plain sequential loop; `selective_scan_chunked` its fast pure-PyTorch twin
+(any device); `selective_scan_fused` the fused CPU kernels (numba, when installed). `selective_scan` dispatches
+(see `scan_path`; ``model.scan_impl`` in the run config).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import os
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +36,10 @@ from torch import Tensor
 from raycad.model.kernels import fused_kernels
 from raycad.runtime import get_logger
 
-__all__ = ["scan_path", "selective_scan", "selective_scan_chunked", "selective_scan_reference"]
+__all__ = [
+    "SCAN_IMPLS", "fused_available", "scan_path", "selective_scan", "selective_scan_chunked",
+    "selective_scan_fused", "selective_scan_reference", "set_scan_impl",
+]
 
 LOG2_E = 1.0 / math.log(2.0)
 
@@ -254,6 +263,17 @@ def _default_chunk(batch: int, dim: int, dstate: int, length: int) -> int:
     return int(max(4, min(64, max(cache_fit, memory_cap))))
 
 
+def _groups(B: Tensor, C: Tensor, dim: int) -> int:
+    """Number of channel groups of B/C (1 unless one of them is grouped ``[b, g, n, l]``)."""
+    group_counts = {M.shape[1] for M in (B, C) if M.dim() == 4}
+    if len(group_counts) > 1:
+        raise ValueError(f"B and C must have the same number of groups; got {sorted(group_counts)}")
+    groups = group_counts.pop() if group_counts else 1
+    if dim % groups:
+        raise ValueError(f"dim {dim} is not divisible by the number of B/C groups {groups}")
+    return groups
+
+
 def _internal_bc(M: Tensor, groups: int, ct: torch.dtype) -> Tensor:
     """B/C in the internal layout: [l, b, g, n] when input dependent, [g, n, h] when constant."""
     M = M.to(ct)
@@ -264,6 +284,20 @@ def _internal_bc(M: Tensor, groups: int, ct: torch.dtype) -> Tensor:
         M = M.unsqueeze(1)
     M = M.permute(3, 0, 1, 2)  # [l, b, g', n]
     return M.expand(-1, -1, groups, -1).contiguous() if M.shape[2] != groups else M.contiguous()
+
+
+def _time_major(x: Tensor, ct: torch.dtype) -> Tensor:
+    """``[b, d, l]`` -> contiguous ``[l, b, d]`` in the compute dtype (free for time-major storage)."""
+    return x.permute(2, 0, 1).to(ct).contiguous()
+
+
+def _gate(y: Tensor, u_t: Tensor, D: Tensor | None, z: Tensor | None, ct: torch.dtype) -> Tensor:
+    """``(y + D u) * silu(z)`` on time-major ``[l, b, d]`` (each part only when given)."""
+    if D is not None:
+        y = y + u_t * D.to(ct)
+    if z is not None:
+        y = y * F.silu(_time_major(z, ct))
+    return y
 
 
 def selective_scan_chunked(
@@ -289,20 +323,11 @@ def selective_scan_chunked(
     dstate = A.shape[1]
     if length == 0:
         raise ValueError("selective_scan needs a sequence of length >= 1")
-    group_counts = {M.shape[1] for M in (B, C) if M.dim() == 4}
-    if len(group_counts) > 1:
-        raise ValueError(f"B and C must have the same number of groups; got {sorted(group_counts)}")
-    groups = group_counts.pop() if group_counts else 1
-    if dim % groups:
-        raise ValueError(f"dim {dim} is not divisible by the number of B/C groups {groups}")
+    groups = _groups(B, C, dim)
     head = dim // groups
     dtype_in, ct = u.dtype, _compute_dtype(u)
-
-    def time_major(x: Tensor) -> Tensor:  # [b, d, l] -> contiguous [l, b, d] (free for time-major storage)
-        return x.permute(2, 0, 1).to(ct).contiguous()
-
     # All elementwise work happens time-major, so no op mixes memory layouts.
-    u_t, delta_t = time_major(u), time_major(delta)
+    u_t, delta_t = _time_major(u, ct), _time_major(delta, ct)
     if delta_bias is not None:
         delta_t = delta_t + delta_bias.to(ct)
     if delta_softplus:
@@ -317,22 +342,190 @@ def selective_scan_chunked(
         chunk or _default_chunk(batch, dim, dstate, length),
         save,
     )
-    if D is not None:
-        y = y + u_t * D.to(ct)
-    if z is not None:
-        y = y * F.silu(time_major(z))
-    out = y.to(dtype_in).permute(1, 2, 0)  # [b, d, l] view of time-major storage
+    out = _gate(y, u_t, D, z, ct).to(dtype_in).permute(1, 2, 0)  # [b, d, l] view of time-major storage
     if not return_last_state:
         return out
     return out, last.transpose(2, 3).reshape(batch, dim, dstate)  # [b, g, n, h] -> [b, d, n]
 
 
 # --------------------------------------------------------------------------------------------------------
+# Fused CPU scan: numba kernels (raycad/model/_scan_numba.py), one pass over the inputs per direction.
+# --------------------------------------------------------------------------------------------------------
+
+FUSED_CHUNK = 64
+"""Time steps between the states the fused forward keeps for its backward (``L / 64`` states of ``[b, d, n]``)."""
+FUSED_WIDTH = 64
+"""Channels per block of the fused kernels: a block's ``[n, 64]`` state and its ``[64, n, 64]`` backward buffers
+stay in L1/L2."""
+
+
+def _numba_cache_dir() -> str:
+    """A writable directory for numba's compiled-kernel cache: ``$NUMBA_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/raycad/numba`` (``~/.cache/...``), else one under the temp directory."""
+    import tempfile
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for candidate in (os.path.join(base, "raycad", "numba"),
+                      os.path.join(tempfile.gettempdir(), f"raycad-numba-{os.getuid()}")):
+        try:
+            os.makedirs(candidate, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            return candidate
+    return tempfile.mkdtemp(prefix="raycad-numba-")
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_module() -> Any:
+    """`raycad.model._scan_numba` (numba's cache directory set first, see `_numba_cache_dir`)."""
+    if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
+        os.environ["NUMBA_CACHE_DIR"] = _numba_cache_dir()  # read by numba at import
+    return importlib.import_module("raycad.model._scan_numba")
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_kernels() -> Any:
+    """The compiled fused-scan kernels (module `raycad.model._scan_numba`), or None when numba is not
+    importable or the kernels do not compile (logged once; ``auto`` then uses the chunked scan).
+
+    Compiles (or loads from numba's on-disk cache) the float32 forward and backward on first call and logs the
+    time it took."""
+    log = get_logger(__name__)
+    start = time.perf_counter()
+    try:
+        kernels = _kernel_module()
+        _run_fused(*[torch.ones(s) for s in ((2, 2, 3), (2, 2, 3), (2, 2), (2, 1, 2, 3))])
+    except Exception as exc:  # noqa: BLE001 - no numba (ImportError) or any numba/LLVM compile error: fall back
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        log.warning("fused selective scan unavailable (%s: %s); using the chunked scan", type(exc).__name__, reason)
+        return None
+    log.info("fused selective scan: numba %s kernels ready in %.1f s (cache: %s)", kernels.numba_version(),
+             time.perf_counter() - start, os.environ.get("NUMBA_CACHE_DIR", "numba default"))
+    return kernels
+
+
+def fused_available() -> bool:
+    """Whether the fused CPU scan can run here (numba importable and its kernels compiled)."""
+    return _fused_kernels() is not None
+
+
+def _fused_splits(batch: int, groups: int, head: int, threads: int) -> int:
+    """Splits of a group's channels into parallel tasks: one unless (batch row, group) pairs are too few to
+    keep every thread busy (each split adds a partial sum of the B/C gradients)."""
+    pairs = batch * groups
+    if threads <= 1 or pairs >= 2 * threads:
+        return 1
+    return max(1, min(math.ceil(head / FUSED_WIDTH), math.ceil(2 * threads / pairs)))
+
+
+def _numba_threads(kernels: Any) -> int:
+    """numba's thread count = torch's (so a Ray worker given 1 CPU runs the scan on 1 thread)."""
+    threads = max(1, min(torch.get_num_threads(), kernels.max_threads()))
+    kernels.set_threads(threads)
+    return threads
+
+
+def _np(x: Tensor) -> Any:
+    return x.detach().numpy()
+
+
+class _FusedScanFn(torch.autograd.Function):
+    """The fused scan on internal-layout tensors (time-major, compute dtype, contiguous): u and delta' [l, b, d],
+    A [d, n], B and C [l, b, g, n]. Returns y [l, b, d] (no D, no gate) and the last state [b, d, n]."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, dlt: Tensor, A: Tensor, B: Tensor, C: Tensor, save: bool):
+        kernels = _kernel_module()
+        length, batch, dim = u.shape
+        groups, dstate = B.shape[2], B.shape[3]
+        states = u.new_empty(math.ceil(length / FUSED_CHUNK) if save else 0, batch, dstate, dim)
+        y, last = torch.empty_like(u), u.new_empty(batch, dim, dstate)
+        At = A.t().contiguous()
+        splits = _fused_splits(batch, groups, dim // groups, _numba_threads(kernels))
+        kernels.scan_forward(_np(u), _np(dlt), _np(At * LOG2_E), _np(At), _np(B), _np(C), _np(y), _np(last),
+                             _np(states), kernels.constants(_np(u).dtype), u.dtype == torch.float32,
+                             FUSED_CHUNK, FUSED_WIDTH, splits)
+        if save:
+            ctx.save_for_backward(u, dlt, A, B, C, states)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, gy: Tensor, glast: Tensor | None):
+        kernels = _kernel_module()
+        u, dlt, A, B, C, states = ctx.saved_tensors
+        _, batch, dim = u.shape
+        groups, dstate = B.shape[2], B.shape[3]
+        splits = _fused_splits(batch, groups, dim // groups, _numba_threads(kernels))
+        glast = glast.contiguous() if glast is not None else u.new_zeros(batch, dim, dstate)
+        gu, gdlt, gA_rows = torch.empty_like(u), torch.empty_like(dlt), u.new_empty(batch, dim, dstate)
+        gB_parts, gC_parts = u.new_zeros(splits, *B.shape), u.new_zeros(splits, *C.shape)
+        At = A.t().contiguous()
+        kernels.scan_backward(_np(u), _np(dlt), _np(At * LOG2_E), _np(At), _np(B), _np(C), _np(states),
+                              _np(gy.contiguous()), _np(glast), kernels.constants(_np(u).dtype),
+                              u.dtype == torch.float32, FUSED_CHUNK, FUSED_WIDTH, splits,
+                              _np(gu), _np(gdlt), _np(gA_rows), _np(gB_parts), _np(gC_parts))
+        return gu, gdlt, gA_rows.sum(0), gB_parts.sum(0), gC_parts.sum(0), None
+
+
+def _run_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> None:
+    """One tiny float32 forward + backward through the fused kernels: compiles them or loads them from cache."""
+    inputs = [t.clone().requires_grad_() for t in (u, delta, -A, B, B)]
+    out = selective_scan_fused(*inputs, D=torch.ones(u.shape[1]), z=u.clone(), delta_bias=torch.zeros(u.shape[1]),
+                               delta_softplus=True, _warmup=True)
+    out.sum().backward()
+
+
+def selective_scan_fused(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    _warmup: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The fused CPU scan (numba); same arguments as `selective_scan_reference`.
+
+    Input-dependent (incl. grouped) B/C run in the fused kernels; constant ``[dim, dstate]`` B/C (not used by
+    Mamba) take the chunked scan. Raises RuntimeError when numba is unavailable (see `fused_available`).
+    """
+    _check_shapes(u, delta, A, B, C)
+    if B.dim() == 2 or C.dim() == 2:
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if u.device.type != "cpu":
+        raise RuntimeError(f"the fused selective scan runs on CPU tensors, got {u.device.type}")
+    if not _warmup and _fused_kernels() is None:
+        raise RuntimeError("the fused selective scan needs numba (pip install numba); see the log for why it "
+                           "is unavailable")
+    _, dim, length = u.shape
+    if length == 0:
+        raise ValueError("selective_scan needs a sequence of length >= 1")
+    groups = _groups(B, C, dim)
+    dtype_in, ct = u.dtype, _compute_dtype(u)
+    u_t, delta_t = _time_major(u, ct), _time_major(delta, ct)
+    if delta_bias is not None:
+        delta_t = delta_t + delta_bias.to(ct)
+    if delta_softplus:
+        delta_t = F.softplus(delta_t)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_t, delta_t, A, B, C))
+    y, last = _FusedScanFn.apply(u_t, delta_t.contiguous(), A.to(ct).contiguous(), _internal_bc(B, groups, ct),
+                                 _internal_bc(C, groups, ct), save)
+    out = _gate(y, u_t, D, z, ct).to(dtype_in).permute(1, 2, 0)
+    return (out, last) if return_last_state else out
+
+
+# --------------------------------------------------------------------------------------------------------
 # Dispatch
 # --------------------------------------------------------------------------------------------------------
 
-_SCAN_PATHS = ("auto", "mamba_ssm", "chunked", "reference")
+SCAN_IMPLS = ("auto", "fused", "mamba_ssm", "chunked", "reference")
 _logged_paths: set[str] = set()
+_configured: str = "auto"
 
 
 def _mamba_selective_scan_fn(device: torch.device) -> Callable[..., Any] | None:
@@ -340,20 +533,38 @@ def _mamba_selective_scan_fn(device: torch.device) -> Callable[..., Any] | None:
     return fused_kernels(device).selective_scan_fn
 
 
-def scan_path(device: torch.device) -> str:
+def set_scan_impl(impl: str) -> None:
+    """Choose the scan implementation for this process (``model.scan_impl`` of the run config; applied by
+    `raycad.train.checkpoint.build_model`). ``auto`` leaves the choice to ``RAYCAD_SELECTIVE_SCAN`` / `scan_path`."""
+    global _configured
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"scan implementation {impl!r}: expected one of {', '.join(SCAN_IMPLS)}")
+    _configured = impl
+
+
+def scan_path(device: torch.device | str = "cpu") -> str:
     """The implementation `selective_scan` uses for tensors on ``device``.
 
-    ``RAYCAD_SELECTIVE_SCAN`` = ``auto`` (default) | ``mamba_ssm`` | ``chunked`` | ``reference`` overrides it.
-    ``auto`` means mamba_ssm's CUDA kernel for CUDA tensors when mamba_ssm imports (the decision of
-    `raycad.model.kernels.fused_kernels`), else the chunked scan.
+    The choice is `set_scan_impl`'s (``model.scan_impl``), else ``RAYCAD_SELECTIVE_SCAN``, else ``auto``:
+    ``auto`` = mamba_ssm's kernel when `raycad.model.kernels.fused_kernels` provides it for the device (CUDA
+    with mamba_ssm installed), else the fused numba scan for CPU tensors when numba is available, else the
+    chunked scan. An explicit ``fused`` or ``mamba_ssm`` that cannot run raises.
     """
-    choice = os.environ.get("RAYCAD_SELECTIVE_SCAN", "auto").strip().lower()
-    if choice not in _SCAN_PATHS:
-        raise ValueError(f"RAYCAD_SELECTIVE_SCAN={choice!r}: expected one of {', '.join(_SCAN_PATHS)}")
+    device = torch.device(device)
+    choice = _configured
     if choice == "auto":
-        return "mamba_ssm" if _mamba_selective_scan_fn(device) is not None else "chunked"
+        choice = os.environ.get("RAYCAD_SELECTIVE_SCAN", "auto").strip().lower()
+        if choice not in SCAN_IMPLS:
+            raise ValueError(f"RAYCAD_SELECTIVE_SCAN={choice!r}: expected one of {', '.join(SCAN_IMPLS)}")
+    if choice == "auto":
+        if _mamba_selective_scan_fn(device) is not None:
+            return "mamba_ssm"
+        return "fused" if device.type == "cpu" and fused_available() else "chunked"
     if choice == "mamba_ssm" and _mamba_selective_scan_fn(device) is None:
-        raise RuntimeError("RAYCAD_SELECTIVE_SCAN=mamba_ssm needs CUDA tensors and an importable mamba_ssm")
+        raise RuntimeError("scan implementation mamba_ssm needs CUDA tensors and an importable mamba_ssm")
+    if choice == "fused" and (device.type != "cpu" or not fused_available()):
+        raise RuntimeError("scan implementation fused needs CPU tensors and numba (pip install numba); "
+                           "see the log for why it is unavailable")
     return choice
 
 
@@ -380,5 +591,5 @@ def selective_scan(
         return _mamba_selective_scan_fn(u.device)(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         )
-    fn = selective_scan_chunked if path == "chunked" else selective_scan_reference
+    fn = {"fused": selective_scan_fused, "chunked": selective_scan_chunked}.get(path, selective_scan_reference)
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

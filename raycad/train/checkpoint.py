@@ -63,7 +63,9 @@ def build_base_model(model_class: type, cfg: Any, **config_kwargs: Any) -> nn.Mo
     (released layout or a raycad export) or a random init of ``cfg.model.preset`` seeded with ``cfg.train.seed``;
     ``config_kwargs`` and ``cfg.model.overrides`` change the config."""
     from raycad.model import CaduceusConfig
+    from raycad.model.scan import set_scan_impl
 
+    set_scan_impl(cfg.model.scan_impl)  # process-wide: every Ray worker builds its model through here
     torch.manual_seed(cfg.train.seed)  # identical init on every worker and on every resume
     if cfg.model.pretrained:
         model = model_class.from_pretrained(cfg.model.pretrained, **config_kwargs, **cfg.model.overrides)
