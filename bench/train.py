@@ -191,19 +191,21 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]
 }
 
 
-def write_section(fragments: list[str], command: str) -> None:
-    """Replace, inside the ``## Training`` section of BENCHMARKS.md, each ``### title`` block that ran."""
+def write_section(fragments: list[str], command: str, section: str = SECTION) -> None:
+    """Replace, inside the ``section`` (default ``## Training``) of BENCHMARKS.md, each ``### title`` block
+    that ran (the section is appended when missing)."""
+    heading = section
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    match = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, flags=re.DOTALL | re.MULTILINE)
-    section = match.group(0) if match else f"{SECTION}\n\n"
+    match = re.search(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", text, flags=re.DOTALL | re.MULTILINE)
+    section = match.group(0) if match else f"{heading}\n\n"
     header = (f"_Machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, Python "
               f"{platform.python_version()}); command: `{command}`; date: {dt.datetime.now():%Y-%m-%d %H:%M}._\n\n")
-    section = re.sub(r"^_Machine:.*?\n\n", "", section[len(SECTION) + 1:].lstrip("\n"), flags=re.DOTALL)
+    section = re.sub(r"^_Machine:.*?\n\n", "", section[len(heading) + 1:].lstrip("\n"), flags=re.DOTALL)
     for fragment in fragments:
         title = fragment.splitlines()[0]
         block = re.search(rf"^{re.escape(title)}\n.*?(?=^### |\Z)", section, flags=re.DOTALL | re.MULTILINE)
         section = (section.replace(block.group(0), fragment + "\n") if block else section + fragment + "\n")
-    new = f"{SECTION}\n\n{header}{section.rstrip()}\n"
+    new = f"{heading}\n\n{header}{section.rstrip()}\n"
     text = text.replace(match.group(0), new + "\n") if match else text.rstrip() + "\n\n" + new
     BENCHMARKS_MD.write_text(text)
 

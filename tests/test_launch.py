@@ -251,6 +251,8 @@ def test_launch_sagemaker_reports_failure(s3_bucket):
     ("tune", ["--tasks", "all", "--storage=s3://x"], ["--set", "output_dir=/opt/ml/model"]),
     ("tune", [], ["--set", "output_dir=/opt/ml/model", "--set", "storage_path=s3://b/p/j/ray"]),
     ("import_omics", ["--source", "demo"], []),
+    ("pretrain", ["s3://b/genome.fa.gz"], ["--set", "run.output_dir=/opt/ml/model",
+                                           "--set", "run.storage_path=s3://b/p/j/ray"]),
 ])
 def test_sagemaker_job_outputs_default_to_model_dir_and_s3(job, args, added):
     from raycad.launch.sagemaker import job_arguments
@@ -335,5 +337,7 @@ def test_bootstrap_takes_toolkit_hyperparameters_and_finds_the_job(tmp_path):
                                                                ["--sagemaker_param", "3"])
     opts = BootstrapOptions(job="finetune", job_args=["--set", "x=1"], code_dir=REPO)
     assert job_command(opts)[1:] == [str(REPO / "jobs" / "finetune.py"), "--set", "x=1"]
+    pretrain = BootstrapOptions(job="pretrain", job_args=["--max-steps", "5"], code_dir=REPO)
+    assert job_command(pretrain)[1:] == [str(REPO / "jobs" / "pretrain.py"), "--max-steps", "5"]
     with pytest.raises(FileNotFoundError, match="nope.py"):
         job_command(BootstrapOptions(job="nope", job_args=[], code_dir=tmp_path))

@@ -1,0 +1,209 @@
+"""Pre-training benchmarks; results go to the ``## Pre-training`` section of BENCHMARKS.md.
+
+* ``throughput``: masked-LM training tokens/s through Ray Train (`TorchTrainer`, 1 worker, Ray Data windows via
+  ``get_dataset_shard`` + `MLMCollator`, the real `pretrain_loop_per_worker`) against a plain single-process
+  loop doing the same work (same model build, AdamW, masking + RC augmentation per batch, loss on masked
+  positions), for the demo preset and the released d256/l4 shape, alternating, best of ``--repeats``.
+* ``usecase``: pre-train on the bundled demo's *training* split (sequences only, no labels, never a test
+  record), then fine-tune from that checkpoint and from random init with the same small budget, 3 seeds each;
+  test accuracy of each.
+
+    python bench/pretrain.py --only throughput usecase --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train import DEMO_NOTE, _load, write_section
+
+SECTION = "## Pre-training"
+PRESETS = {"demo preset (caduceus-ph-1k-d64-l2)": ("caduceus-ph-1k-d64-l2", 32, 24),
+           "released shape caduceus-ps-1k-d256-l4": ("caduceus-ps-1k-d256-l4", 8, 6)}
+"""label -> (preset, batch size, optimizer steps timed)."""
+
+
+# ---- throughput ------------------------------------------------------------------------------------------------------
+
+
+def _plain_loop(cfg, steps: int) -> float:
+    """Tokens/s of a single-process MLM loop over the same windows (the bundled training split, 251 tokens)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import torch
+
+    from raycad.data.loader import BUNDLED_DEMO
+    from raycad.data.preprocess import add_keys
+    from raycad.model import CaduceusTokenizer
+    from raycad.pretrain.loop import build_mlm_model
+    from raycad.pretrain.loss import masked_lm_loss
+    from raycad.pretrain.masking import MLMCollator
+    from raycad.train.loop import _optimizer_step, build_optimizer, build_scheduler
+
+    torch.set_num_threads(cfg.train.torch_threads)
+    demo = pd.read_parquet(BUNDLED_DEMO)
+    train = pa.Table.from_pandas(demo[demo.split == "train"][["sequence"]], preserve_index=False)
+    keys = add_keys(train).column("key").to_numpy()
+    ids = CaduceusTokenizer().encode_batch(train.column("sequence"), 251).input_ids
+    model = build_mlm_model(cfg)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    collate = MLMCollator(cfg.mlm, rc_prob=cfg.data.rc_augment, salt=(cfg.train.seed, 0, 0))
+    bs, order = cfg.train.batch_size, np.random.default_rng(0).permutation(len(ids))
+    model.train()
+    start = time.perf_counter()
+    for i in range(steps):
+        rows = order[(i * bs) % len(ids):][:bs]
+        batch = collate({"input_ids": ids[rows], "key": keys[rows]})
+        loss = masked_lm_loss(model(input_ids=batch["input_ids"]).logits, batch["labels"])
+        loss.backward()
+        _optimizer_step(opt, sched, None, params, cfg.train.grad_clip)
+    return steps * bs * 251 / (time.perf_counter() - start)
+
+
+def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from ray.data import DataContext
+
+    from raycad.config import PretrainConfig
+    from raycad.pretrain.data import prepare_pretrain_data
+    from raycad.pretrain.recipe import build_pretrain_trainer, step_plan
+    from raycad.runtime import init_ray
+
+    init_ray(num_cpus=os.cpu_count())
+    DataContext.get_current().enable_progress_bars = False
+    rows, res = [], {}
+    for label, (preset, batch, steps) in PRESETS.items():
+        cfg = PretrainConfig.load(overrides=[
+            f"model.preset={preset}", "data.max_length=251", "data.val_fraction=0.01", "scaling.num_workers=1",
+            "scaling.cpus_per_worker=1", f"train.torch_threads={args.threads}", f"train.batch_size={batch}",
+            f"train.max_steps={steps}", f"train.log_every_steps={steps}", "train.eval_batch_size=8",
+            "data.limit=2000", f"run.output_dir={tempfile.mkdtemp(prefix='raycad-bench-')}"])
+        data = prepare_pretrain_data(cfg)
+        data.datasets = {k: ds.materialize() for k, ds in data.datasets.items()}
+        plan = step_plan(cfg, data.num_train)
+        plains, rays = [], []
+        for rep in range(args.repeats):  # alternate: a load spike should not decide the ratio
+            plains.append(_plain_loop(cfg, steps))
+            result = build_pretrain_trainer(cfg, data, name=f"bench-{preset}-{rep}", plan=plan).fit()
+            rays.append(result.return_value["history"][-1]["tokens_per_s"])
+        plain, ray_tps = max(plains), max(rays)
+        res[preset] = {"plain": plains, "ray": rays, "ratio": ray_tps / plain, "batch": batch, "steps": steps}
+        rows.append(f"| {label} | {batch} | {steps} | {plain:,.0f} | {ray_tps:,.0f} | **{ray_tps / plain:.2f}x** |")
+    res["load"] = _load()
+    worst = min(v["ratio"] for k, v in res.items() if k != "load")
+    md = (f"### Throughput: masked-LM step, Ray Train + Ray Data vs a plain PyTorch loop (CPU)\n\n"
+          f"Windows of 251 tokens from the bundled training split; {args.threads} torch threads on both sides; "
+          f"forward + masked-LM loss + backward + AdamW step, masking and RC augmentation per batch on both "
+          f"sides; Ray: `TorchTrainer` with 1 worker and the real pre-training loop (materialized window "
+          f"dataset, training band only); best of {args.repeats} alternating runs (all runs: "
+          + "; ".join(f"{p}: plain {', '.join(f'{x:,.0f}' for x in v['plain'])} / Ray "
+                      f"{', '.join(f'{x:,.0f}' for x in v['ray'])}" for p, v in res.items() if p != "load")
+          + f" tokens/s). Load average at the end: {res['load']} on 2 cores (shared machine: absolute "
+          "numbers are pessimistic; the ratio is what the alternation protects).\n\n"
+          "| model | batch | steps | plain tokens/s | Ray tokens/s | Ray / plain |\n|---|---:|---:|---:|---:|---:|\n"
+          + "\n".join(rows)
+          + f"\n\nWorst ratio **{worst:.2f}x** (target >= 0.9x: {'met' if worst >= 0.9 else 'NOT met'}). "
+          "No GPU was lent to this task, so there is no GPU row.\n")
+    return res, md
+
+
+# ---- the use case ----------------------------------------------------------------------------------------------------
+
+
+def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from raycad.config import FinetuneConfig, PretrainConfig
+    from raycad.pretrain import pretrain
+    from raycad.runtime import init_ray
+    from raycad.train.trainer import finetune
+
+    init_ray(num_cpus=os.cpu_count())
+    out = Path(tempfile.mkdtemp(prefix="raycad-usecase-"))
+    load_before = _load()
+    t0 = time.perf_counter()
+    pre_cfg = PretrainConfig.load(overrides=[
+        "data.max_length=251", "data.val_fraction=0.05", f"train.max_steps={args.pretrain_steps}",
+        "train.log_every_steps=25", f"run.output_dir={out}", "run.name=pretrain"])
+    pre = pretrain(pre_cfg, show=False)
+    pre_time = time.perf_counter() - t0
+    base = [f"data.limit={args.finetune_records}", f"train.epochs={args.finetune_epochs}", f"run.output_dir={out}",
+            "run.export_model=false"]
+    runs: dict[str, list[dict[str, Any]]] = {"pre-trained": [], "random init": []}
+    for seed in range(args.seeds):
+        for kind, extra in (("pre-trained", [f"model.pretrained={pre.model_dir}"]), ("random init", [])):
+            cfg = FinetuneConfig.load(overrides=[*base, *extra, f"train.seed={seed}",
+                                                 f"run.name={kind.replace(' ', '-')}-{seed}"])
+            start = time.perf_counter()
+            result = finetune(cfg, show=False)
+            runs[kind].append({"seed": seed, "test_accuracy": result.test_metrics["test_accuracy"],
+                               "test_auroc": result.test_metrics["test_auroc"],
+                               "wall_s": time.perf_counter() - start})
+            print(kind, seed, runs[kind][-1], flush=True)
+    summary = {k: (statistics.mean(r["test_accuracy"] for r in v), statistics.stdev(r["test_accuracy"] for r in v))
+               for k, v in runs.items()}
+    held = pre.final_metrics
+    res = {"pretrain": {"steps": pre.results["steps"], "tokens": pre.results["tokens_trained"],
+                        "wall_s": pre_time, **{k: held.get(k) for k in ("val_loss", "val_accuracy",
+                                                                         "val_perplexity")}},
+           "runs": runs, "summary": summary, "load_before": load_before, "load_after": _load()}
+    rows = "\n".join(
+        f"| {kind} | " + " | ".join(f"{r['test_accuracy']:.4f}" for r in v)
+        + f" | **{summary[kind][0]:.4f} ± {summary[kind][1]:.4f}** | "
+        + f"{statistics.mean(r['test_auroc'] for r in v):.4f} |" for kind, v in runs.items())
+    delta = summary["pre-trained"][0] - summary["random init"][0]
+    md = (f"### Use case: pre-train on the training split, then fine-tune (3 seeds each)\n\n{DEMO_NOTE}\n\n"
+          f"Pre-training: `raycad pretrain` with no URI = the bundled *training* split's 7,226 sequences without "
+          f"labels (5% of them held out for the masked-LM metrics; no validation or test record is read), "
+          f"preset `{pre_cfg.model.preset}`, windows of 251, {pre.results['steps']} steps x batch "
+          f"{pre_cfg.train.batch_size} = {pre.results['tokens_trained']:,} tokens, 2 CPU workers, "
+          f"{pre_time / 60:.1f} min. Held-out masked-token loss {held.get('val_loss', float('nan')):.3f}, "
+          f"accuracy {held.get('val_accuracy', float('nan')):.3f}, perplexity "
+          f"{held.get('val_perplexity', float('nan')):.3f} (uniform over 4 bases: loss 1.386, perplexity 4).\n\n"
+          f"Fine-tuning budget, the same for both arms (kept small: the machine is shared and slow): the first "
+          f"{args.finetune_records:,} training records, {args.finetune_epochs} epochs, the default fine-tuning "
+          f"config otherwise; test = the demo's 904 test records. Seeds {', '.join(map(str, range(args.seeds)))} "
+          f"(the seed sets the head / random init and the data order). Load average {load_before} before / "
+          f"{res['load_after']} after.\n\n"
+          "| fine-tuned from | " + " | ".join(f"seed {s}" for s in range(args.seeds))
+          + " | test accuracy mean ± sd | mean AUROC |\n|---|" + "---:|" * (args.seeds + 2) + "\n" + rows
+          + f"\n\nPre-trained minus random init: **{delta:+.4f}** test accuracy (mean of {args.seeds} seeds).\n")
+    return res, md
+
+
+BENCHMARKS = {"throughput": bench_throughput, "usecase": bench_usecase}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
+    parser.add_argument("--pretrain-steps", type=int, default=150, help="pre-training steps (usecase)")
+    parser.add_argument("--finetune-records", type=int, default=1000, help="training records (usecase)")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs (usecase)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (usecase)")
+    parser.add_argument("--write", action="store_true", help="update the ## Pre-training section of BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    fragments = []
+    for name in args.only:
+        res, md = BENCHMARKS[name](args)
+        print(json.dumps({name: res}, indent=1, default=str), flush=True)
+        fragments.append(md)
+    if args.write:
+        write_section(fragments, "python bench/pretrain.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                      section=SECTION)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
