@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import DEMO_NOTE, _load, write_section
+from train import DEMO_NOTE, _load, run_benchmarks
 
 SECTION = "## Pre-training"
 PRESETS = {"demo preset (caduceus-ph-1k-d64-l2)": ("caduceus-ph-1k-d64-l2", 32, 24),
@@ -185,24 +184,13 @@ BENCHMARKS = {"throughput": bench_throughput, "usecase": bench_usecase}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
     parser.add_argument("--pretrain-steps", type=int, default=150, help="pre-training steps (usecase)")
     parser.add_argument("--finetune-records", type=int, default=1000, help="training records (usecase)")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs (usecase)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (usecase)")
-    parser.add_argument("--write", action="store_true", help="update the ## Pre-training section of BENCHMARKS.md")
-    args = parser.parse_args(argv)
-    fragments = []
-    for name in args.only:
-        res, md = BENCHMARKS[name](args)
-        print(json.dumps({name: res}, indent=1, default=str), flush=True)
-        fragments.append(md)
-    if args.write:
-        write_section(fragments, "python bench/pretrain.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                      section=SECTION)
-    return 0
+    return run_benchmarks(parser, BENCHMARKS, "bench/pretrain.py", SECTION, argv)
 
 
 if __name__ == "__main__":

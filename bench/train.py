@@ -210,22 +210,29 @@ def write_section(fragments: list[str], command: str, section: str = SECTION) ->
     BENCHMARKS_MD.write_text(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
-    parser.add_argument("--records", type=int, default=1024, help="training records timed (throughput)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
-    parser.add_argument("--write", action="store_true", help="update the ## Training section of BENCHMARKS.md")
+def run_benchmarks(parser: argparse.ArgumentParser, benchmarks: dict[str, Callable], script: str,
+                   section: str = SECTION, argv: list[str] | None = None) -> int:
+    """Add ``--only`` / ``--write`` to ``parser``, run the chosen benchmarks (JSON on stdout), and with
+    ``--write`` put their markdown into ``section`` of BENCHMARKS.md."""
+    parser.add_argument("--only", nargs="+", choices=list(benchmarks), default=list(benchmarks))
+    parser.add_argument("--write", action="store_true", help=f"update the {section} section of BENCHMARKS.md")
     args = parser.parse_args(argv)
     fragments = []
     for name in args.only:
-        res, md = BENCHMARKS[name](args)
-        print(json.dumps({name: res}, indent=1, default=str))
+        res, md = benchmarks[name](args)
+        print(json.dumps({name: res}, indent=1, default=str), flush=True)
         fragments.append(md)
     if args.write:
-        write_section(fragments, "python bench/train.py " + " ".join(sys.argv[1:] if argv is None else argv))
+        write_section(fragments, f"python {script} " + " ".join(sys.argv[1:] if argv is None else argv), section)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
+    parser.add_argument("--records", type=int, default=1024, help="training records timed (throughput)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
+    return run_benchmarks(parser, BENCHMARKS, "bench/train.py", argv=argv)
 
 
 if __name__ == "__main__":
