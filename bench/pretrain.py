@@ -5,8 +5,8 @@
   loop doing the same work (same model build, AdamW, masking + RC augmentation per batch, loss on masked
   positions), for the demo preset and the released d256/l4 shape, alternating, best of ``--repeats``.
 * ``usecase``: pre-train on the bundled demo's *training* split (sequences only, no labels, never a test
-  record), then fine-tune from that checkpoint and from random init with the same small budget, 3 seeds each;
-  test accuracy of each.
+  record) with the real recipe on Ray, then fine-tune from that export and from random init with the same small
+  budget (a single-process loop of raycad's pieces), 3 seeds each; test accuracy of each.
 
     python bench/pretrain.py --only throughput usecase --write
 """
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import DEMO_NOTE, _load, run_benchmarks
+from train import DEMO_NOTE, _load, run_benchmarks, train_plain
 
 SECTION = "## Pre-training"
 PRESETS = {"demo preset (caduceus-ph-1k-d64-l2)": ("caduceus-ph-1k-d64-l2", 32, 24),
@@ -120,40 +121,55 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 # ---- the use case ----------------------------------------------------------------------------------------------------
 
 
-def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    from raycad.config import FinetuneConfig, PretrainConfig
+def _pretrain_export(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Run ``raycad pretrain`` on the bundled training split (or reuse ``--pretrained-run``); returns the
+    export directory and the run's results.json."""
+    from raycad.config import PretrainConfig
     from raycad.pretrain import pretrain
-    from raycad.runtime import init_ray
-    from raycad.train.trainer import finetune
 
-    init_ray(num_cpus=os.cpu_count())
+    if args.pretrained_run:
+        run = Path(args.pretrained_run)
+        return run / "model", json.loads((run / "results.json").read_text())
     out = Path(tempfile.mkdtemp(prefix="raycad-usecase-"))
-    load_before = _load()
-    t0 = time.perf_counter()
-    pre_cfg = PretrainConfig.load(overrides=[
+    cfg = PretrainConfig.load(overrides=[
         "data.max_length=251", "data.val_fraction=0.05", f"train.max_steps={args.pretrain_steps}",
         "train.log_every_steps=25", f"run.output_dir={out}", "run.name=pretrain"])
-    pre = pretrain(pre_cfg, show=False)
-    pre_time = time.perf_counter() - t0
-    base = [f"data.limit={args.finetune_records}", f"train.epochs={args.finetune_epochs}", f"run.output_dir={out}",
-            "run.export_model=false"]
+    result = pretrain(cfg, show=False)
+    return result.model_dir, result.results
+
+
+def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    import pandas as pd
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from raycad.config import FinetuneConfig
+    from raycad.data.loader import BUNDLED_DEMO
+    from raycad.train.predict import predict_proba
+
+    load_before = _load()
+    model_dir, pre = _pretrain_export(args)
+    pre_cfg, held = pre["config"], pre["final_held_out"]
+    demo = pd.read_parquet(BUNDLED_DEMO)
+    test = demo[demo.split == "test"]
+    batches = args.finetune_epochs * -(-args.finetune_records // 32)
     runs: dict[str, list[dict[str, Any]]] = {"pre-trained": [], "random init": []}
     for seed in range(args.seeds):
-        for kind, extra in (("pre-trained", [f"model.pretrained={pre.model_dir}"]), ("random init", [])):
-            cfg = FinetuneConfig.load(overrides=[*base, *extra, f"train.seed={seed}",
-                                                 f"run.name={kind.replace(' ', '-')}-{seed}"])
+        for kind, extra in (("pre-trained", [f"model.pretrained={model_dir}"]), ("random init", [])):
+            cfg = FinetuneConfig.load(overrides=[*extra, f"train.seed={seed}", "train.batch_size=32"])
             start = time.perf_counter()
-            result = finetune(cfg, show=False)
-            runs[kind].append({"seed": seed, "test_accuracy": result.test_metrics["test_accuracy"],
-                               "test_auroc": result.test_metrics["test_auroc"],
+            model, _ = train_plain(cfg, batches, args.threads, records=args.finetune_records)
+            with torch.inference_mode():
+                probs = predict_proba(model, test.sequence.tolist(), max_length=251, conjoin=True)
+            labels = test.label.to_numpy()
+            runs[kind].append({"seed": seed, "test_accuracy": float((probs.argmax(1) == labels).mean()),
+                               "test_auroc": float(roc_auc_score(labels, probs[:, 1])),
                                "wall_s": time.perf_counter() - start})
-            print(kind, seed, runs[kind][-1], flush=True)
+            print(kind, runs[kind][-1], flush=True)
     summary = {k: (statistics.mean(r["test_accuracy"] for r in v), statistics.stdev(r["test_accuracy"] for r in v))
                for k, v in runs.items()}
-    held = pre.final_metrics
-    res = {"pretrain": {"steps": pre.results["steps"], "tokens": pre.results["tokens_trained"],
-                        "wall_s": pre_time, **{k: held.get(k) for k in ("val_loss", "val_accuracy",
-                                                                         "val_perplexity")}},
+    res = {"pretrain": {"model_dir": str(model_dir), "steps": pre["steps"], "tokens": pre["tokens_trained"],
+                        "wall_s": pre["timings"]["total_s"], **held},
            "runs": runs, "summary": summary, "load_before": load_before, "load_after": _load()}
     rows = "\n".join(
         f"| {kind} | " + " | ".join(f"{r['test_accuracy']:.4f}" for r in v)
@@ -162,17 +178,20 @@ def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     delta = summary["pre-trained"][0] - summary["random init"][0]
     md = (f"### Use case: pre-train on the training split, then fine-tune (3 seeds each)\n\n{DEMO_NOTE}\n\n"
           f"Pre-training: `raycad pretrain` with no URI = the bundled *training* split's 7,226 sequences without "
-          f"labels (5% of them held out for the masked-LM metrics; no validation or test record is read), "
-          f"preset `{pre_cfg.model.preset}`, windows of 251, {pre.results['steps']} steps x batch "
-          f"{pre_cfg.train.batch_size} = {pre.results['tokens_trained']:,} tokens, 2 CPU workers, "
-          f"{pre_time / 60:.1f} min. Held-out masked-token loss {held.get('val_loss', float('nan')):.3f}, "
-          f"accuracy {held.get('val_accuracy', float('nan')):.3f}, perplexity "
-          f"{held.get('val_perplexity', float('nan')):.3f} (uniform over 4 bases: loss 1.386, perplexity 4).\n\n"
-          f"Fine-tuning budget, the same for both arms (kept small: the machine is shared and slow): the first "
-          f"{args.finetune_records:,} training records, {args.finetune_epochs} epochs, the default fine-tuning "
-          f"config otherwise; test = the demo's 904 test records. Seeds {', '.join(map(str, range(args.seeds)))} "
-          f"(the seed sets the head / random init and the data order). Load average {load_before} before / "
-          f"{res['load_after']} after.\n\n"
+          f"labels (5% of the windows held out for the masked-LM metrics; no validation or test record is read), "
+          f"preset `{pre_cfg['model']['preset']}` (random init), windows of 251, {pre['steps']} steps x batch "
+          f"{pre_cfg['train']['batch_size']} = {pre['tokens_trained']:,} tokens, 2 CPU workers (Ray Train), "
+          f"{pre['timings']['total_s'] / 60:.1f} min wall. Held-out masked-token loss {held.get('val_loss'):.3f}, "
+          f"accuracy {held.get('val_accuracy'):.3f}, perplexity {held.get('val_perplexity'):.3f} (a uniform guess "
+          f"over 4 bases: loss 1.386, perplexity 4).\n\n"
+          f"Fine-tuning, the same small budget for both arms: the first {args.finetune_records:,} training records "
+          f"(labels used only here), {batches} steps of batch 32 (~{args.finetune_epochs} epochs), the default "
+          f"fine-tuning config otherwise (lr 3e-3, warmup + cosine, RC augmentation), run as a single-process "
+          f"loop with raycad's model, optimizer and schedule (`train_plain` in bench/train.py) instead of Ray "
+          f"Train: under this machine's load (1-minute load average {load_before} on 2 cores) each Ray Train "
+          f"start took minutes. Test = the demo's 904 test records, both strands averaged (conjoined) as "
+          f"`raycad finetune` evaluates. Seeds {', '.join(map(str, range(args.seeds)))} set the head / random init "
+          f"and the data order. Load average at the end: {res['load_after']}.\n\n"
           "| fine-tuned from | " + " | ".join(f"seed {s}" for s in range(args.seeds))
           + " | test accuracy mean ± sd | mean AUROC |\n|---|" + "---:|" * (args.seeds + 2) + "\n" + rows
           + f"\n\nPre-trained minus random init: **{delta:+.4f}** test accuracy (mean of {args.seeds} seeds).\n")
@@ -190,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-records", type=int, default=1000, help="training records (usecase)")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs (usecase)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (usecase)")
+    parser.add_argument("--pretrained-run", metavar="DIR", help="reuse this pretrain run instead (usecase)")
     return run_benchmarks(parser, BENCHMARKS, "bench/pretrain.py", SECTION, argv)
 
 

@@ -75,8 +75,10 @@ def bench_baseline(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 # ---- throughput ----------------------------------------------------------------------------------------------------
 
 
-def _plain_loop(cfg, n_batches: int, threads: int) -> float:
-    """Sequences/s of a single-process loop: same model build, optimizer, batch size, threads, RC augmentation."""
+def train_plain(cfg, n_batches: int, threads: int, records: int | None = None) -> tuple[Any, float]:
+    """A single-process training loop (same model build, optimizer, schedule, batch size, threads and RC
+    augmentation as the Ray loop) over the first ``records`` bundled training records (all by default), in a
+    seeded (``cfg.train.seed``) order; returns the trained model and its sequences/s."""
     import numpy as np
     import pandas as pd
     import torch
@@ -89,14 +91,14 @@ def _plain_loop(cfg, n_batches: int, threads: int) -> float:
 
     torch.set_num_threads(threads)
     demo = pd.read_parquet(BUNDLED_DEMO)
-    train = demo[demo.split == "train"]
+    train = demo[demo.split == "train"].head(records)
     ids = CaduceusTokenizer().encode_batch(train.sequence.tolist(), 251).input_ids.astype(np.int64)
     labels = train.label.to_numpy().astype(np.int64)
     model = build_model(cfg, 2)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, n_batches)
     params = [p for p in model.parameters() if p.requires_grad]
-    bs, rng = cfg.train.batch_size, np.random.default_rng(0)
+    bs, rng = cfg.train.batch_size, np.random.default_rng(cfg.train.seed)
     order = rng.permutation(len(ids))
     model.train()
     start = time.perf_counter()
@@ -108,7 +110,7 @@ def _plain_loop(cfg, n_batches: int, threads: int) -> float:
         loss = model(input_ids=torch.from_numpy(batch), labels=torch.from_numpy(labels[rows])).loss
         loss.backward()
         _optimizer_step(opt, sched, None, params, cfg.train.grad_clip)
-    return n_batches * bs / (time.perf_counter() - start)
+    return model, n_batches * bs / (time.perf_counter() - start)
 
 
 def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -133,7 +135,7 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     data.datasets = {k: ds.materialize() for k, ds in data.datasets.items() if k != "test"}
     plains, rays = [], []
     for rep in range(args.repeats):
-        plains.append(_plain_loop(cfg, n_batches, threads))
+        plains.append(train_plain(cfg, n_batches, threads)[1])
         result = build_trainer(cfg, data, name=f"bench-throughput-{rep}", num_train=n_train).fit()
         rays.append(result.return_value["history"][0]["train_sequences_per_s"])
     plain, ray_sps = max(plains), max(rays)
