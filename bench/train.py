@@ -5,12 +5,16 @@
   single-process PyTorch loop on the same model, the same tokenized bundled training data, the same batch size
   and the same torch thread count. Only the training phase is timed on both sides (Ray's per-epoch
   ``train_time_s``; the plain loop's wall time over the same number of batches). Target: Ray >= 0.9x plain.
-* ``baseline``: logistic regression on L2-normalised 6-mer counts on the bundled split (C picked on validation),
-  the bar a fine-tuned model has to clear.
+* ``baseline``: the built-in k-mer logistic regression (`raycad.baseline`; k and C picked on validation) on the
+  bundled split, the bar a fine-tuned model has to clear.
 * ``main``: the main job, ``raycad finetune`` with no arguments (bundled demo, default config, 2 CPU workers),
   as a subprocess: wall time and test metrics from its results.json.
 
+* ``seeds``: ``raycad finetune`` once per ``--seeds`` value (``--parallel`` runs them at once), the model's
+  test metrics against the k-mer baseline fitted beside it, per seed and as mean and max - min.
+
     python bench/train.py --only baseline throughput main --write
+    python bench/train.py --only seeds --seeds 0 1 2 --write
 """
 
 from __future__ import annotations
@@ -44,30 +48,20 @@ def _load() -> str:
 
 
 def bench_baseline(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    import pandas as pd
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
-    from sklearn.preprocessing import normalize
+    """The built-in baseline (`raycad.baseline`, what ``raycad baseline`` runs) on the bundled demo."""
+    from raycad.baseline import describe, run_baseline
+    from raycad.config import FinetuneConfig
 
-    from raycad.data.loader import BUNDLED_DEMO
-
-    demo = pd.read_parquet(BUNDLED_DEMO)
-    split = {name: demo[demo.split == name] for name in ("train", "validation", "test")}
-    vec = CountVectorizer(analyzer="char", ngram_range=(6, 6), lowercase=False)
-    x = {"train": normalize(vec.fit_transform(split["train"].sequence).astype(float))}
-    for name in ("validation", "test"):
-        x[name] = normalize(vec.transform(split[name].sequence).astype(float))
-    best = max((LogisticRegression(C=c, max_iter=3000).fit(x["train"], split["train"].label) for c in
-                (0.3, 1.0, 3.0, 10.0, 30.0)), key=lambda m: m.score(x["validation"], split["validation"].label))
-    y, p = split["test"].label.to_numpy(), best.predict_proba(x["test"])[:, 1]
-    pred = (p > 0.5).astype(int)
-    res = {"C": best.C, "test_accuracy": float((pred == y).mean()), "test_f1": f1_score(y, pred, average="macro"),
-           "test_mcc": matthews_corrcoef(y, pred), "test_auroc": roc_auc_score(y, p)}
-    md = (f"### Baseline: logistic regression on 6-mer counts\n\n{DEMO_NOTE} L2-normalised 6-mer counts, "
-          f"C = {best.C:g} chosen on validation, trained on the 7,226 training records.\n\n"
+    cfg = FinetuneConfig()
+    result, _ = run_baseline(cfg)
+    res = {"config": describe(result), **{k: result[k] for k in ("k", "C", "val_accuracy", "test_accuracy",
+                                                                 "test_f1", "test_mcc", "test_auroc", "fit_time_s")}}
+    md = (f"### Baseline: logistic regression on k-mer counts\n\n{DEMO_NOTE} `raycad baseline` (`raycad.baseline`, "
+          f"also run beside every `raycad finetune`): L2-normalised k-mer counts, k in {cfg.baseline.k} and C in "
+          f"{cfg.baseline.C} chosen on validation ({describe(result)}), trained on the "
+          f"{result['records']['train']:,} training records in {result['fit_time_s']:.1f} s.\n\n"
           "| model | test accuracy | macro F1 | MCC | AUROC |\n|---|---:|---:|---:|---:|\n"
-          f"| 6-mer logistic regression | {res['test_accuracy']:.4f} | {res['test_f1']:.4f} | {res['test_mcc']:.4f} "
+          f"| {describe(result)} | {res['test_accuracy']:.4f} | {res['test_f1']:.4f} | {res['test_mcc']:.4f} "
           f"| {res['test_auroc']:.4f} |\n")
     return res, md
 
@@ -186,10 +180,69 @@ def bench_main(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return res, md
 
 
+def bench_seeds(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """``raycad finetune`` (no arguments but the seed) for each of ``--seeds``: the model against the k-mer
+    baseline fitted beside it on the same records, per seed and as mean and spread (max - min)."""
+    import numpy as np
+
+    out = Path(tempfile.mkdtemp(prefix="raycad-seeds-"))
+    load_before = _load()
+    procs = {}
+    start = time.perf_counter()
+    for seed in args.seeds:
+        cmd = [sys.executable, "-m", "raycad.cli", "finetune", "--output", str(out), "--name", f"seed{seed}",
+               "--set", f"train.seed={seed}", *[f"--set={o}" for o in args.set]]
+        procs[seed] = subprocess.Popen(cmd, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not args.parallel:
+            procs[seed].wait()
+    walls = {}
+    for seed, proc in procs.items():
+        if proc.wait():
+            raise RuntimeError(f"seed {seed}: raycad finetune exited with {proc.returncode} (logs: {out})")
+        walls[seed] = json.loads((out / f"seed{seed}" / "results.json").read_text())["timings"]["total_s"]
+    rows = []
+    for seed in args.seeds:
+        results = json.loads((out / f"seed{seed}" / "results.json").read_text())
+        test, base = results["test_metrics"], results["baseline"]
+        rows.append({"seed": seed, "wall_s": walls[seed], "train_sequences_per_s": results["train_sequences_per_s"],
+                     "best_epoch": results["best_epoch"], "epochs": results["epochs_run"],
+                     **{f"model_{m}": test[f"test_{m}"] for m in ("accuracy", "f1", "mcc", "auroc")},
+                     **{f"baseline_{m}": base[f"test_{m}"] for m in ("accuracy", "f1", "mcc", "auroc")},
+                     "baseline": f"{base['k']}-mer LR (C={base['C']:g})"})
+    stats = {key: (float(np.mean([r[key] for r in rows])), max(r[key] for r in rows) - min(r[key] for r in rows))
+             for key in rows[0] if key.startswith(("model_", "baseline_")) and key != "baseline"}
+    wins = sum(r["model_accuracy"] > r["baseline_accuracy"] for r in rows)
+    cfg = json.loads((out / f"seed{args.seeds[0]}" / "results.json").read_text())["config"]
+    res = {"rows": rows, "stats": stats, "wins": wins, "load_before": load_before, "load_after": _load(),
+           "total_wall_s": time.perf_counter() - start}
+    model = cfg["model"]["preset"] + (f" + {cfg['model']['overrides']}" if cfg["model"]["overrides"] else "")
+    how = "concurrently" if args.parallel else "one after another"
+    extra = f" with {' '.join(f'`--set {o}`' for o in args.set)}" if args.set else ""
+    md = (f"### Main job, {len(rows)} seeds: model against the k-mer baseline\n\n{DEMO_NOTE} `raycad finetune`"
+          f"{extra} with `train.seed` in {list(args.seeds)}, run {how}: `{model}`, {cfg['train']['epochs']} epochs, "
+          f"batch {cfg['train']['batch_size']}, lr {cfg['optim']['lr']:g}, schedule {cfg['schedule']['name']}, "
+          f"rc_augment {cfg['data']['rc_augment']:g}, head {cfg['head']['hidden_sizes'] or 'linear'} "
+          f"({cfg['head']['pooling']} pooling); {cfg['scaling']['num_workers']} CPU workers. The baseline is fitted "
+          f"beside each run on the same records. Load average {load_before} before / {res['load_after']} after "
+          "(shared machine: wall times and sequences/s are measured under that load).\n\n"
+          "| seed | model acc | model F1 | model MCC | model AUROC | baseline acc | wall time | train seq/s |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+          + "".join(f"| {r['seed']} | {r['model_accuracy']:.4f} | {r['model_f1']:.4f} | {r['model_mcc']:.4f} | "
+                    f"{r['model_auroc']:.4f} | {r['baseline_accuracy']:.4f} | {r['wall_s'] / 60:.1f} min | "
+                    f"{r['train_sequences_per_s']:.1f} |\n" for r in rows)
+          + f"| mean ± (max - min) | {stats['model_accuracy'][0]:.4f} ± {stats['model_accuracy'][1]:.4f} | "
+          f"{stats['model_f1'][0]:.4f} ± {stats['model_f1'][1]:.4f} | {stats['model_mcc'][0]:.4f} ± "
+          f"{stats['model_mcc'][1]:.4f} | {stats['model_auroc'][0]:.4f} ± {stats['model_auroc'][1]:.4f} | "
+          f"{stats['baseline_accuracy'][0]:.4f} | | |\n\n"
+          f"The model beats the baseline's test accuracy in {wins} of {len(rows)} seeds.\n")
+    return res, md
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]] = {
     "baseline": bench_baseline,
     "throughput": bench_throughput,
     "main": bench_main,
+    "seeds": bench_seeds,
 }
 
 
@@ -213,10 +266,11 @@ def write_section(fragments: list[str], command: str, section: str = SECTION) ->
 
 
 def run_benchmarks(parser: argparse.ArgumentParser, benchmarks: dict[str, Callable], script: str,
-                   section: str = SECTION, argv: list[str] | None = None) -> int:
+                   section: str = SECTION, argv: list[str] | None = None, default: list[str] | None = None) -> int:
     """Add ``--only`` / ``--write`` to ``parser``, run the chosen benchmarks (JSON on stdout), and with
-    ``--write`` put their markdown into ``section`` of BENCHMARKS.md."""
-    parser.add_argument("--only", nargs="+", choices=list(benchmarks), default=list(benchmarks))
+    ``--write`` put their markdown into ``section`` of BENCHMARKS.md. ``default``: what runs without
+    ``--only`` (all of them if None)."""
+    parser.add_argument("--only", nargs="+", choices=list(benchmarks), default=default or list(benchmarks))
     parser.add_argument("--write", action="store_true", help=f"update the {section} section of BENCHMARKS.md")
     args = parser.parse_args(argv)
     fragments = []
@@ -234,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
     parser.add_argument("--records", type=int, default=1024, help="training records timed (throughput)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
-    return run_benchmarks(parser, BENCHMARKS, "bench/train.py", argv=argv)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (seeds)")
+    parser.add_argument("--parallel", action="store_true", help="run the seeds concurrently (seeds)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra raycad finetune override for every seed (seeds)")
+    return run_benchmarks(parser, BENCHMARKS, "bench/train.py", argv=argv,
+                          default=["baseline", "throughput", "main"])
 
 
 if __name__ == "__main__":

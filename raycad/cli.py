@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "raycad.data.cli",
     "raycad.train.cli",
     "raycad.pretrain.cli",
+    "raycad.baseline.cli",
     "raycad.tune.cli",
     "raycad.data.healthomics.cli",
     "raycad.launch.cli",

@@ -245,6 +245,10 @@ class DataSection(SourceSection):
     truncation: Literal["left", "right", "center"] = "right"
     """Where an over-long sequence is cut (Hugging Face ``truncation_side``): "right" cuts the end and keeps the
     start (the paper's pipeline), "left" keeps the end, "center" cuts both ends equally and keeps the middle."""
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    """Without a test source (a user's single labelled file): this stratified, seeded fraction of the
+    training data becomes the test split (before `val_fraction` of the rest becomes validation); 0 = no
+    test split (results then report the validation split)."""
 
 
 class LoopSection(Config):
@@ -270,6 +274,16 @@ class TrainSection(LoopSection):
     early_stopping_mode: Literal["max", "min"] = "max"
     patience: int | None = None
     """Stop after this many epochs without improvement of the metric; None = never."""
+    cv_folds: int = Field(0, ge=0)
+    """k >= 2: k-fold cross-validation of the training split, the Caduceus paper's Genomic Benchmarks protocol
+    (`raycad.train.cv`): k runs, each trained on k - 1 stratified, seeded folds, early-stopped on the held-out
+    fold and scored on the test split; reported per fold and as mean and max - min. 0 = one run."""
+
+    @model_validator(mode="after")
+    def _check_cv(self) -> TrainSection:
+        if self.cv_folds == 1:
+            raise ValueError("train.cv_folds=1 is not cross-validation: use 0 (one run) or k >= 2 folds")
+        return self
 
 
 class ScalingSection(Config):
@@ -293,6 +307,29 @@ class RunSection(Config):
     max_failures: int = Field(0, ge=-1)
     checkpoints_to_keep: int = Field(2, ge=1)
     export_model: bool = True
+
+
+class BaselineSection(Config):
+    """The k-mer baseline fitted beside every run on the same records and metrics (`raycad.baseline`)."""
+
+    enabled: bool = True
+    k: list[int] = Field(default_factory=lambda: [3, 4, 5, 6])
+    """Candidate k-mer lengths; the one with the best validation accuracy is kept."""
+    C: list[float] = Field(default_factory=lambda: [0.3, 1.0, 3.0, 10.0, 30.0])
+    """Candidate inverse L2 strengths of the logistic regression, chosen on validation with k."""
+    canonical: bool = False
+    """Count a k-mer and its reverse complement as one feature (strand-independent counts)."""
+    max_records: int = Field(200_000, ge=1)
+    """Fit and score on at most this many records per split (the first ones; the training split is shuffled
+    for small data); the rest are counted in ``records_left_out``, not used."""
+
+    @model_validator(mode="after")
+    def _check(self) -> BaselineSection:
+        if not self.k or any(not 1 <= k <= 8 for k in self.k):
+            raise ValueError(f"baseline.k must list k-mer lengths in 1..8, got {self.k}")
+        if not self.C or any(c <= 0 for c in self.C):
+            raise ValueError(f"baseline.C must list positive values, got {self.C}")
+        return self
 
 
 class TrainingJobConfig(Config):
@@ -320,6 +357,7 @@ class FinetuneConfig(TrainingJobConfig):
     peft: PeftSection = Field(default_factory=PeftSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    baseline: BaselineSection = Field(default_factory=BaselineSection)
 
 
 # ================================================================================================================

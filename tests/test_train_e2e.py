@@ -55,7 +55,12 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
     assert main(args) == 0
     run = out / "cli"
     results = json.loads((run / "results.json").read_text())
-    assert "raycad finetune: cli" in capsys.readouterr().err  # the results table
+    err = capsys.readouterr().err
+    assert "raycad finetune: cli" in err and "-mer LR (C=" in err  # the results table, baseline beside the model
+    assert "LoRA without pretrained weights" in err  # peft.method=lora on a random init is warned about
+    baseline = results["baseline"]  # the k-mer baseline on the very same records
+    assert baseline["records"] == {"train": 96, "validation": 32, "test": 32} and baseline["test_n"] == 32
+    assert baseline["k"] in (3, 4, 5, 6) and 0 <= baseline["test_accuracy"] <= 1
     assert results["epochs_run"] == 2 and [h["epoch"] for h in results["history"]] == [1, 2]
     assert results["data"]["splits"]["train"]["records"] == 96 and results["test_metrics"]["test_n"] == 32
     for key in ("test_accuracy", "test_f1", "test_mcc", "test_auroc"):
@@ -210,3 +215,47 @@ def test_two_workers_of_batch_b_equal_one_worker_of_batch_2b(ray_local, tiny_dat
     assert worst < 1e-5, worst
     init = [p for p in build_model(cfg, 2).parameters() if p.requires_grad]
     assert max((a - b).abs().max().item() for a, b in zip(one, init)) > 1e-3  # it did train
+
+
+def test_cli_finetune_cv_on_a_single_labelled_file(ray_local, tiny_data, tmp_path, capsys) -> None:
+    """``--cv 5`` end to end on one labelled CSV: a held-out test split, 5 stratified folds, one Ray Train run
+    per fold with the baseline beside it, per-fold and aggregate metrics, record ids of every split."""
+    from raycad.cli import main
+
+    out = tmp_path / "runs"
+    args = ["finetune", str(tiny_data["train"]), "--cv", "5", "--epochs", "1", "--workers", "1", "--output",
+            str(out), "--name", "cv", "--set", "model.preset=caduceus-ph-1k-d128-l4",
+            "--set", "model.overrides={d_model: 16, n_layer: 1}", "--set", "data.max_length=64",
+            "--set", "data.limit=60", "--set", "train.batch_size=16", "--set", "data.test_fraction=0.1"]
+    assert main(args) == 0
+    run = out / "cv"
+    results = json.loads((run / "results.json").read_text())
+    assert "mean ± spread" in capsys.readouterr().err  # the CV table
+    assert results["cv_folds"] == 5 and "5-fold cross-validation" in results["protocol"]
+    # one labelled file (the reader keeps its first 60 records): a stratified 10% test split was held out
+    splits = {name: split["records"] for name, split in results["data"]["splits"].items()}
+    assert sum(splits.values()) == 60 and 4 <= splits["test"] <= 8 and splits["validation"] >= 4
+    n_train, n_test = splits["train"], splits["test"]
+    sizes = np.array(results["data"]["fold_sizes_per_class"])  # [fold, class]: stratified
+    assert sizes.sum() == n_train and (sizes.max(axis=0) - sizes.min(axis=0) <= 1).all()
+    folds = results["folds"]
+    assert [f["fold"] for f in folds] == [1, 2, 3, 4, 5]
+    for f, size in zip(folds, sizes.sum(axis=1)):
+        assert f["records"] == {"train": n_train - size, "validation": size, "test": n_test}
+        assert 0 <= f["test_accuracy"] <= 1 and 0 <= f["baseline_test_accuracy"] <= 1
+    acc = [f["test_accuracy"] for f in folds]
+    agg = results["aggregate"]["test_accuracy"]
+    assert agg["mean"] == pytest.approx(np.mean(acc)) and agg["spread"] == pytest.approx(max(acc) - min(acc))
+    assert results["baseline_aggregate"]["baseline_test_accuracy"]["n"] == 5
+
+    # record ids per split and fold: validation folds partition the CV training records, test is disjoint
+    def ids(fold: int, split: str) -> list[str]:
+        return pd.read_csv(run / f"fold_{fold}" / "splits" / f"{split}.csv")["id"].tolist()
+
+    held_out = [ids(i, "validation") for i in range(1, 6)]
+    everything = set(ids(1, "train")) | set(held_out[0])
+    assert sorted(i for fold in held_out for i in fold) == sorted(everything) and len(everything) == n_train
+    assert not everything & set(ids(1, "test")) and set(ids(1, "test")) == set(ids(5, "test"))
+    assert set(everything) | set(ids(1, "test")) <= set(pd.read_csv(tiny_data["train"])["id"])
+    fold1 = json.loads((run / "fold_1" / "results.json").read_text())
+    assert fold1["data"]["audit"]["duplicates"]["train/test"]["records"] == n_test

@@ -31,7 +31,7 @@ TINY_BASE = {
 # Seeded TPE with a wide learning-rate range and a continuous metric: the proposals differ enough that ASHA
 # (one rung per epoch, keep the top third) stops some of them.
 TINY_SPACE = {"lr": {"low": 1e-5, "high": 3e-2, "log": True}, "batch_size": [16], "head_hidden": [16],
-              "lora_r": [4, 8]}
+              "method": ["full"], "d_model": [16], "n_layer": [1]}
 
 
 def _write_task(demo: pd.DataFrame, root: Path, name: str, offset: int) -> dict[str, str]:
@@ -77,6 +77,8 @@ def test_two_task_sweep_asha_summary_and_best_config(ray_local, tiny_tasks, tmp_
         assert row["epochs_budget"] == 9 and 3 <= row["epochs_run"] <= 9
         assert 0.0 <= row["val_accuracy"] <= 1.0 and 0.0 <= row["test_accuracy"] <= 1.0
         assert row["test_split"] == "test" and row["published"] == {}
+        assert row["baseline"]["records"] == {"train": 64, "validation": 32, "test": 32}  # the task's records
+        assert 0.0 <= row["baseline_test_accuracy"] <= 1.0 and row["baseline_config"].endswith(")")
     assert sum(r["trials_stopped_early"] for r in result.rows) >= 1, "ASHA stopped no trial"
     summary = pd.read_csv(result.paths["csv"])
     assert list(summary["task"]) == ["promoters_a", "promoters_b"]

@@ -77,6 +77,42 @@ def test_apply_maps_params_onto_the_config():
         apply({"batch_size": 33}, base)  # not divisible by 2 workers
 
 
+def test_default_space_fits_the_model(tmp_path, caplog):
+    from raycad.tune.sweep import run_sweep
+
+    random_init = FinetuneConfig()  # caduceus-ph-1k-d64-l2, no pretrained weights
+    space = SearchSpace().for_base(random_init)
+    assert space.method == ["full"] and space.d_model == [64, 128] and space.n_layer == [2, 4]
+    pretrained = FinetuneConfig.load(overrides=["model.pretrained=some/dir"])
+    space_pt = SearchSpace().for_base(pretrained)
+    assert space_pt.method == ["lora"] and space_pt.d_model is None and space_pt.n_layer is None
+    with pytest.raises(ValueError, match="for_base"):
+        SearchSpace().sample(None)
+    with pytest.raises(ConfigError, match="shape"):
+        SearchSpace(d_model=[32]).check_against(pretrained)
+    # random init: every sampled point is full fine-tuning over the model sizes
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    points = [space.sample(study.ask()) for _ in range(12)]
+    assert {p["method"] for p in points} == {"full"} and {p["d_model"] for p in points} == {64, 128}
+    cfg = apply(points[0], random_init)
+    assert cfg.peft.method == "none" and cfg.model.overrides == {"d_model": points[0]["d_model"],
+                                                                   "n_layer": points[0]["n_layer"]}
+    # LoRA asked for on a random init: a clear warning before anything runs (the sweep then fails on the task)
+    sweep = SweepConfig(space=SearchSpace(method=["lora"]), tasks=["no_such_task"], output_dir=str(tmp_path))
+    with pytest.raises(ConfigError), caplog.at_level("WARNING", logger="raycad"):
+        run_sweep(sweep, show=False)
+    assert "LoRA without pretrained weights" in caplog.text
+
+
+def test_apply_maps_model_size_epochs_schedule_and_rc():
+    base = FinetuneConfig.load(overrides=["model.overrides={n_layer: 3}"])
+    cfg = apply({"preset": "caduceus-ps-1k-d64-l2", "d_model": 96, "epochs": 9, "schedule": "constant",
+                 "rc_augment": 0.0}, base)
+    assert cfg.model.preset == "caduceus-ps-1k-d64-l2" and cfg.model.overrides == {"n_layer": 3, "d_model": 96}
+    assert (cfg.train.epochs, cfg.schedule.name, cfg.data.rc_augment) == (9, "constant", 0.0)
+    assert SearchSpace(epochs=[2, 6]).max_epochs(base) == 6 and SearchSpace().max_epochs(base) == 4
+
+
 def test_best_config_file_roundtrips_through_finetune_loader(tmp_path):
     cfg = apply({"method": "lora", "lora_r": 8, "lora_alpha_multiple": 1.0, "lr": 1e-3, "head_layers": 1,
                  "head_hidden_1": 16, "head_dropout": 0.1}, FinetuneConfig())
@@ -147,7 +183,9 @@ def _row(task: str, **kw) -> dict:
 
 
 def test_summary_files(tmp_path):
-    rows = [_row("demo"), _row("human_nontata_promoters", published=published_for("nontata"))]
+    baseline = {"baseline_config": "6-mer LR (C=3)", "baseline_val_accuracy": 0.87, "baseline_test_accuracy": 0.853,
+                "baseline_test_f1": 0.852, "baseline_test_mcc": 0.714, "baseline_test_auroc": 0.924}
+    rows = [_row("demo", **baseline), _row("human_nontata_promoters", published=published_for("nontata"))]
     paths = write_summary(tmp_path, rows)
     with open(paths["csv"]) as fh:
         table = list(csv.DictReader(fh))
@@ -155,8 +193,34 @@ def test_summary_files(tmp_path):
     assert table[1]["published_Caduceus-PS"] == "0.945" and table[0]["published_Caduceus-PS"] == ""
     assert table[0]["test_accuracy"] == "0.81" and table[0]["trials_stopped_early"] == "2"
     md = paths["markdown"].read_text()
-    assert "| human_nontata_promoters | 0.810 | 0.861 | 0.944 | 0.946 | 0.945 |" in md
+    assert "| human_nontata_promoters | 0.810 | – | 0.861 | 0.944 | 0.946 | 0.945 |" in md
+    assert "| demo | 0.810 | 0.853 | – |" in md and table[0]["baseline_test_mcc"] == "0.714"
+    assert "| | 6-mer LR (C=3) | 0.853 | 0.852 | 0.714 | 0.924 |" in md  # beside raycad's test metrics
     assert "5 / 9 | 44% |" in md  # ASHA saved 4 of 9 budgeted epochs
     assert paths["plot"].stat().st_size > 5000 and paths["plot"].read_bytes()[:4] == b"\x89PNG"
     json.dumps(rows)  # rows stay JSON-serializable (written per task for resume)
     assert "–" in markdown([_row("x", test_accuracy=None)])
+
+
+def test_cross_validated_trials_score_on_all_folds_and_report_mean_and_spread():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from raycad.tune.published import PROTOCOL
+    from raycad.tune.sweep import _trial_record
+
+    # a CV trial reports a running mean after each fold; only the last report (all folds) scores it
+    reports = pd.DataFrame([{"fold": 1, "val_accuracy": 0.95},
+                            {"fold": 2, "val_accuracy": 0.70, "test_accuracy": 0.72, "test_accuracy_spread": 0.04}])
+    result = SimpleNamespace(metrics_dataframe=reports, metrics={"trial_id": "t1"}, config={"lr": 1e-3}, error=None,
+                             path="/x/t1")
+    record = _trial_record(result, "val_accuracy", "max")
+    assert record["epochs"] == 2 and [r["val_accuracy"] for r in record["ranked"]] == [0.70]
+    assert record["ranked"][0]["test_accuracy_spread"] == 0.04
+
+    row = _row("human_nontata_promoters", published=published_for("nontata"), cv_folds=5, test_accuracy=0.851,
+               test_accuracy_spread=0.012, protocol="5-fold cross-validation of the training split (seed 0)")
+    md = markdown([row])
+    assert "| human_nontata_promoters | 0.851 ± 0.012 | – | 0.861 | 0.944 | 0.946 | 0.945 |" in md
+    assert "raycad: 5-fold cross-validation of the training split (seed 0)." in md and PROTOCOL in md

@@ -10,7 +10,9 @@ Where the sequences come from, in order of precedence:
 3. Neither: the bundled demo, a stratified 80/10/10 split of the published *test* split of
    human_nontata_promoters (so its numbers are not comparable to published results).
 
-Without a validation source, validation is a seeded stratified ``data.val_fraction`` split of train.
+Without a test source (a user's single labelled file), a seeded stratified ``data.test_fraction`` of train
+becomes the test split; without a validation source, validation is a seeded stratified ``data.val_fraction``
+split of the rest. `raycad.data.splits` writes each split's record ids to the run directory.
 Everything stays lazy: the driver runs at most small aggregations (label cut-offs for the split, the
 longest sequence when no ``max_length`` is known, and `PreparedData.report`).
 """
@@ -105,6 +107,9 @@ def prepare_datasets(cfg: FinetuneConfig) -> PreparedData:
                           f"{task.num_classes} classes {list(task.class_names)}")
 
     keyed = {name: ds.map_batches(preprocess.add_keys, batch_format="pyarrow") for name, ds in raw.items()}
+    if "test" not in keyed and data.test_fraction > 0:  # a single labelled source: hold out a test split
+        keyed["train"], keyed["test"] = preprocess.split_train_validation(
+            keyed["train"], data.test_fraction, cfg.train.seed, len(class_names))
     if "validation" not in keyed:
         if data.val_fraction <= 0:
             raise ConfigError("no validation data: set data.validation or data.val_fraction > 0")

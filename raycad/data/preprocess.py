@@ -71,7 +71,8 @@ def tokenize_batch(batch: pa.Table, *, max_length: int, truncation: Literal["lef
                    invalid_chars: Literal["unk", "n", "reject"], bad_records: Literal["error", "skip"],
                    class_names: list[str], source: str) -> dict[str, np.ndarray]:
     """Tokenize one Arrow batch: ``input_ids`` uint8 [N, max_length] (left padding), ``label`` int64,
-    ``key`` uint64 and the bookkeeping columns ``status``, ``truncated``, ``n_invalid``.
+    ``key`` uint64, the record ``id`` (as a string, when the batch has one) and the bookkeeping columns
+    ``status``, ``truncated``, ``n_invalid``.
 
     ``truncation`` names the side that is cut (see `raycad.config.DataSection.truncation`).
     """
@@ -101,7 +102,10 @@ def tokenize_batch(batch: pa.Table, *, max_length: int, truncation: Literal["lef
         raise DataError(f"{source}: record {_record_name(batch, row)}: {_describe(status[row], batch, row, enc, labels, class_names)} "
                         f"({len(bad)} bad record(s) in this batch; set data.bad_records=skip to drop and count them)")
     labels = np.where(status == "", labels, 0)
+    record_ids = {"id": batch.column("id").cast(pa.string()).to_numpy(zero_copy_only=False)} \
+        if "id" in batch.column_names else {}
     return {
+        **record_ids,
         "input_ids": enc.input_ids,
         "label": labels.astype(np.int64),
         "key": batch.column("key").to_numpy() if "key" in batch.column_names else np.zeros(len(batch), _U64),

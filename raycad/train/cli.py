@@ -26,6 +26,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
     add_config_args(p)
     add_run_args(p)
+    p.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation of the training split "
+                   "(train.cv_folds; the paper's protocol: mean and max - min over folds)")
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model on labeled data")
@@ -64,7 +66,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from raycad.config import FinetuneConfig
     from raycad.train.trainer import default_run_name
 
-    fields = {**_data_fields(args.data), **run_fields(args)}
+    fields = {**_data_fields(args.data), **run_fields(args), "train.cv_folds": args.cv}
     cfg = config_from_args(FinetuneConfig, args, **fields)
     cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
 

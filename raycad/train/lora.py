@@ -22,7 +22,19 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 if TYPE_CHECKING:
-    from raycad.config import PeftSection
+    from raycad.config import FinetuneConfig, PeftSection
+
+
+LORA_ON_RANDOM_INIT = (
+    "LoRA without pretrained weights: the backbone is randomly initialised and frozen, so only the adapters "
+    "and the head learn and results are poor. Set model.pretrained=<dir or hub id>, or fine-tune the whole "
+    "network (peft.method=none; in raycad tune: space.method=[full], the default without a pretrained model).")
+
+
+def lora_on_random_init(cfg: FinetuneConfig, methods: list[str] | None = None) -> bool:
+    """Whether ``cfg`` (or a sweep trying ``methods``) would train LoRA adapters on a random backbone."""
+    lora = "lora" in methods if methods is not None else cfg.peft.method == "lora"
+    return lora and cfg.model.pretrained is None
 
 
 def _tuner_layer_type() -> type:

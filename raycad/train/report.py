@@ -46,8 +46,12 @@ def write_metrics_csv(path: str | Path, history: list[dict[str, Any]],
     return path
 
 
-def plot_learning_curve(path: str | Path, history: list[dict[str, Any]], metric: str = "val_accuracy") -> Path:
-    """Train/validation loss and the validation metrics per epoch, as a PNG (matplotlib Agg backend)."""
+def plot_learning_curve(path: str | Path, history: list[dict[str, Any]], metric: str = "val_accuracy",
+                        baseline: dict[str, Any] | None = None) -> Path:
+    """Train/validation loss and the validation metrics per epoch, as a PNG (matplotlib Agg backend).
+
+    With a ``baseline`` result (`raycad.baseline`), its validation value of ``metric`` is a horizontal line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,6 +66,11 @@ def plot_learning_curve(path: str | Path, history: list[dict[str, Any]], metric:
     for key in ("val_accuracy", "val_f1", "val_mcc", "val_auroc"):
         ax_metric.plot(epochs, [h.get(key, float("nan")) for h in history], "o-", label=key.removeprefix("val_"),
                        linewidth=2.5 if key == metric else 1.2)
+    if baseline and baseline.get(metric) is not None:
+        from raycad.baseline import describe
+
+        ax_metric.axhline(baseline[metric], color="black", linestyle="--", linewidth=1.2,
+                          label=f"{describe(baseline)}: {metric.removeprefix('val_')}")
     ax_metric.set(xlabel="epoch", ylabel="validation metric", title="validation")
     ax_metric.legend()
     for ax in (ax_loss, ax_metric):
@@ -104,18 +113,27 @@ def results_table(results: dict[str, Any]) -> Table:
     """The end-of-run summary: test metrics, best validation epoch, sizes and timings."""
     test = results["test_metrics"]
     prefix = "test_" if results.get("test_split") == "test" else "val_"
+    baseline = results.get("baseline")
     table = Table(title=f"raycad finetune: {results['run']}")
     table.add_column("")
-    table.add_column(f"{results.get('test_split', 'test')}", justify="right")
+    table.add_column(f"model ({results.get('test_split', 'test')})", justify="right")
+    if baseline:
+        from raycad.baseline import describe
+
+        table.add_column(f"{describe(baseline)}", justify="right")
     for key in HEADLINE:
-        table.add_row(key, fmt(test.get(f"{prefix}{key}")))
+        table.add_row(key, fmt(test.get(f"{prefix}{key}")),
+                      *([fmt(baseline.get(f"{prefix}{key}"))] if baseline else []))
     best = results.get("best_validation_metrics", {})
     table.add_section()
     table.add_row("best epoch", f"{results.get('best_epoch')} of {results.get('epochs_run')}"
                   + (" (early stop)" if results.get("stopped_early") else ""))
-    table.add_row("best val accuracy", fmt(best.get("val_accuracy")))
+    table.add_row("best val accuracy", fmt(best.get("val_accuracy")),
+                  *([fmt(baseline.get("val_accuracy"))] if baseline else []))
     params = results.get("parameters", {})
-    table.add_row("trainable / total params", f"{params.get('trainable', 0):,} / {params.get('total', 0):,}")
+    table.add_row("trainable / total params", f"{params.get('trainable', 0):,} / {params.get('total', 0):,}",
+                  *([f"{baseline['features']:,} features"] if baseline else []))
     table.add_row("train sequences/s", fmt(results.get("train_sequences_per_s")))
-    table.add_row("wall time", f"{results['timings']['total_s']:.0f} s")
+    table.add_row("wall time", f"{results['timings']['total_s']:.0f} s",
+                  *([f"{baseline['fit_time_s']:.0f} s"] if baseline else []))
     return table

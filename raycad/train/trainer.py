@@ -6,7 +6,9 @@
   metric. It has no side effects, so the tune helper can build and fit it inside a Tune trial (with
   ``callbacks=[TuneReportCallback()]``). Re-fitting a trainer with the same name and storage path resumes
   the run from its latest checkpoint.
-- `finetune(cfg)` is the whole job: prepare data, fit, evaluate the best checkpoint on the test split
+- `finetune(cfg)` is the whole job: prepare data, write each split's record ids to ``splits/`` and count
+  duplicates across splits (`raycad.data.splits`), fit the k-mer baseline (`raycad.baseline`) on the same
+  records, fit, evaluate the best checkpoint on the test split
   (post-hoc RC conjoining when ``cfg.head.conjoin_eval``), write results.json / metrics.csv / the learning
   curve, and export the fine-tuned model (LoRA merged) as a Hugging Face-style directory.
 - `evaluate_checkpoint(cfg, checkpoint, data)` scores a training checkpoint on one split.
@@ -262,22 +264,41 @@ def start_run(cfg: Any, default_name: str) -> tuple[Any, str, Path]:
     return cfg, name, run_dir
 
 
-def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
-    """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc)."""
+def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | None = None,
+             data_report: dict[str, Any] | None = None) -> FinetuneResult:
+    """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc).
+
+    With ``train.cv_folds`` >= 2 this is k-fold cross-validation (`raycad.train.cv.finetune_cv`). ``data``
+    (with its ``data_report``) = already prepared, materialized data: one fold of a cross-validation.
+    """
+    if cfg.train.cv_folds and data is None:
+        from raycad.train.cv import finetune_cv
+
+        return finetune_cv(cfg, show=show)
+    from raycad.baseline import baseline_step
     from raycad.data import prepare_datasets
+    from raycad.data.splits import audit_splits, collect_records
     from raycad.train import report
     from raycad.train.checkpoint import export_model, load_model_from_checkpoint
-    from raycad.train.lora import count_parameters
+    from raycad.train.lora import LORA_ON_RANDOM_INIT, count_parameters, lora_on_random_init
 
+    if lora_on_random_init(cfg):
+        log.warning(LORA_ON_RANDOM_INIT)
     t0 = time.perf_counter()
     cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
-    data = prepare_datasets(cfg)
-    data_report = data.report()
+    prepare = data is None
+    if prepare:
+        data = prepare_datasets(cfg)
+        data_report = data.report()
     counts = {name: split["records"] for name, split in data_report["splits"].items()}
     num_train = counts["train"]
-    cache_small_data(data, cfg, sum(counts.values()))
+    if prepare:
+        cache_small_data(data, cfg, sum(counts.values()))
     log.info("data: %s classes %s, max_length %d, %d training records", data.num_classes, data.class_names,
              data.max_length, num_train)
+    records = collect_records(data, cfg.baseline.max_records)  # ids, sequence hashes, token ids
+    data_report["audit"] = audit_splits(records, run_dir / "splits")  # record ids per split, duplicates
+    baseline = baseline_step(cfg, data, records)  # k-mer LR on the same records (None if baseline.enabled=false)
     t_fit = time.perf_counter()
     result = build_trainer(cfg, data, name=name, num_train=num_train).fit()
     fit_time = time.perf_counter() - t_fit
@@ -337,10 +358,11 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
         "best_checkpoint": best_ckpt.path,
         "ray_run_path": result.path,
         "model_dir": str(model_dir) if model_dir else None,
+        "baseline": baseline,
     }
     report.write_results(run_dir, results)
     report.write_metrics_csv(run_dir / "metrics.csv", history)
-    report.plot_learning_curve(run_dir / "learning_curve.png", history, metric=metric)
+    report.plot_learning_curve(run_dir / "learning_curve.png", history, metric=metric, baseline=baseline)
     from raycad.launch.outputs import publish_run
 
     publish_run(cfg, run_dir)  # remote run.storage_path (s3://): outputs go next to the checkpoints too

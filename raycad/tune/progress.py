@@ -26,12 +26,17 @@ class TrialProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) and not math.isnan(value) else str(value)
+        if "fold" in result:  # a cross-validated trial reports the running mean over its folds
+            console.print(f"[cyan]{self.task}[/] trial {trial.trial_id} fold {result['fold']}: "
+                          f"{self.metric} {shown} (mean over folds so far)")
+            return
         console.print(f"[cyan]{self.task}[/] trial {trial.trial_id} epoch {result.get('epoch')}: "
                       f"{self.metric} {shown}  train_loss {result.get('train_loss', float('nan')):.4f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        epoch = (trial.last_result or {}).get("epoch")
-        console.print(f"[cyan]{self.task}[/] trial {trial.trial_id} finished after epoch {epoch}")
+        last = trial.last_result or {}
+        step = f"fold {last['fold']}" if "fold" in last else f"epoch {last.get('epoch')}"
+        console.print(f"[cyan]{self.task}[/] trial {trial.trial_id} finished after {step}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         console.print(f"[red]{self.task} trial {trial.trial_id} failed[/]: see {trial.local_path}")

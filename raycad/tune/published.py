@@ -9,7 +9,11 @@ batch 256, lr in {1e-3, 2e-3}. `GB_CNN` holds the Genomic Benchmarks paper's own
 
 from __future__ import annotations
 
-SOURCE = "Schiff et al. 2024 (Caduceus, ICML), Table 1: Genomic Benchmarks top-1 test accuracy, mean of 5 seeds"
+SOURCE = "Schiff et al. 2024 (Caduceus, ICML), Table 1: Genomic Benchmarks top-1 test accuracy"
+
+PROTOCOL = ("5-fold cross-validation on the training split (a random seed per fold), scored on the test split; "
+            "mean and max - min over the 5 runs; best of a small lr x batch-size grid")
+"""How Table 1 was measured (Schiff et al. 2024, Genomic Benchmarks section), for reports that sit beside it."""
 
 MODELS = ("CNN", "HyenaDNA", "Mamba", "Caduceus w/o equiv", "Caduceus-Ph", "Caduceus-PS")
 REPORT_MODELS = ("CNN", "HyenaDNA", "Caduceus-Ph", "Caduceus-PS")

@@ -1,11 +1,13 @@
 """The hyper-parameter search space of a sweep, and how a sampled point becomes a `FinetuneConfig`.
 
 A `SearchSpace` lists, per hyper-parameter, either the candidate values (a list: a categorical choice; one
-value fixes the parameter) or a numeric `Range` (uniform or log-uniform). Defaults follow the issue: LoRA
-rank {4, 8, 16, 32}, alpha as a multiple of the rank, LoRA dropout, learning rate log-uniform in
-[1e-4, 1e-2], weight decay, head pooling, head MLP depth (0, 1 or 2 hidden layers) with per-layer widths
-and dropout, batch size, and optionally full fine-tuning against LoRA. Users override any field from a
-YAML/JSON file or ``--set space.lr.high=3e-3``.
+value fixes the parameter) or a numeric `Range` (uniform or log-uniform). Defaults: learning rate
+log-uniform in [1e-4, 1e-2], weight decay, head pooling, head MLP depth (0, 1 or 2 hidden layers) with
+per-layer widths and dropout, batch size, and a method that fits the model (`SearchSpace.for_base`): LoRA
+(rank {4, 8, 16, 32}, alpha as a multiple of the rank, dropout) on pretrained weights, full fine-tuning of a
+random init with its width and depth searched (LoRA adapters on a random, frozen backbone learn little).
+Model preset, epochs, LR schedule and RC augmentation are searched when given. Users override any field from
+a YAML/JSON file or ``--set space.lr.high=3e-3``.
 
 Some parameters only exist given others (LoRA's rank when the method is LoRA, the second layer's width when
 the head has two layers), so the space is handed to Optuna as a define-by-run function (`DefineByRun`):
@@ -30,7 +32,10 @@ TrialParams = dict[str, Any]
 PARAM_NAMES = (
     "method", "lora_r", "lora_alpha_multiple", "lora_dropout", "lr", "weight_decay", "pooling",
     "head_layers", "head_hidden_1", "head_hidden_2", "head_dropout", "batch_size",
+    "preset", "d_model", "n_layer", "epochs", "schedule", "rc_augment",
 )
+MODEL_SHAPE = ("preset", "d_model", "n_layer")
+"""Dimensions that change the network's shape: only for a randomly initialised model."""
 
 
 class Range(Config):
@@ -59,8 +64,9 @@ FloatDim = Range | list[float]
 class SearchSpace(Config):
     """What a sweep searches over. A list is a categorical choice (one item = fixed); a `Range` is sampled."""
 
-    method: list[Literal["lora", "full"]] = Field(default_factory=lambda: ["lora"])
-    """Fine-tuning methods to try: LoRA adapters + head, and/or the whole network ("full")."""
+    method: list[Literal["lora", "full"]] | None = None
+    """Fine-tuning methods to try: LoRA adapters + head, and/or the whole network ("full"). None = what fits
+    the model: LoRA on pretrained weights (``base.model.pretrained``), full fine-tuning on a random init."""
     lora_r: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
     lora_alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
     """LoRA alpha as a multiple of the rank (alpha = multiple * r)."""
@@ -76,23 +82,70 @@ class SearchSpace(Config):
     head_dropout: FloatDim = Field(default_factory=lambda: [0.0, 0.1, 0.2])
     batch_size: list[int] = Field(default_factory=lambda: [16, 32, 64])
     """Global batch sizes; each must be divisible by the number of train workers."""
+    preset: list[str] | None = None
+    """Model presets (`raycad.model.PRESETS`) to try; None = ``base.model.preset``. Random init only."""
+    d_model: list[int] | None = None
+    """Widths to try (``model.overrides.d_model``). None = the base width and twice it on a random init,
+    untouched on pretrained weights."""
+    n_layer: list[int] | None = None
+    """Depths to try (``model.overrides.n_layer``). None = the base depth and twice it on a random init,
+    untouched on pretrained weights."""
+    epochs: list[int] | None = None
+    """Epoch budgets to try (``train.epochs``, which also sets the LR schedule's length); None = the base's.
+    ASHA's horizon is the largest."""
+    schedule: list[Literal["cosine", "constant"]] | None = None
+    """LR schedules to try (``schedule.name``); None = the base's."""
+    rc_augment: FloatDim | None = None
+    """Reverse-complement augmentation probabilities to try (``data.rc_augment``); None = the base's."""
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpace:
         for name in ("method", "lora_r", "lora_alpha_multiple", "pooling", "head_layers", "head_hidden",
-                     "batch_size", "lora_dropout", "weight_decay", "head_dropout", "lr"):
+                     "batch_size", "lora_dropout", "weight_decay", "head_dropout", "lr", "preset", "d_model",
+                     "n_layer", "epochs", "schedule", "rc_augment"):
             value = getattr(self, name)
             if isinstance(value, list) and not value:
                 raise ValueError(f"search space field {name!r} has no candidate values")
+        if any(v < 1 for v in (self.d_model or []) + (self.n_layer or []) + (self.epochs or [])):
+            raise ValueError("d_model, n_layer and epochs values must be >= 1")
         if any(r < 1 for r in self.lora_r) or any(h < 1 for h in self.head_hidden):
             raise ValueError("lora_r and head_hidden values must be >= 1")
         if any(b < 1 for b in self.batch_size) or any(m <= 0 for m in self.lora_alpha_multiple):
             raise ValueError("batch_size values must be >= 1 and lora_alpha_multiple values > 0")
         return self
 
+    # ---- fitting the space to the model ------------------------------------------------------------------
+    def for_base(self, base: FinetuneConfig) -> SearchSpace:
+        """This space with its automatic dimensions (None) resolved for ``base``'s model.
+
+        Pretrained weights: LoRA, the shape fixed. A random init: full fine-tuning, and the width and depth
+        searched over the base shape and twice it (LoRA adapters on a random, frozen backbone learn little).
+        """
+        updates: dict[str, Any] = {}
+        pretrained = base.model.pretrained is not None
+        if self.method is None:
+            updates["method"] = ["lora"] if pretrained else ["full"]
+        if not pretrained and self.preset is None:
+            from raycad.model import PRESETS
+
+            shape = {**PRESETS[base.model.preset], **base.model.overrides}
+            for name in ("d_model", "n_layer"):
+                if getattr(self, name) is None:
+                    updates[name] = sorted({int(shape[name]), 2 * int(shape[name])})
+        return self.model_copy(update=updates) if updates else self
+
+    def max_epochs(self, base: FinetuneConfig) -> int:
+        """The longest trial: ASHA's horizon."""
+        return max(self.epochs) if self.epochs else base.train.epochs
+
     # ---- sampling ----------------------------------------------------------------------------------------
     def sample(self, trial: optuna.Trial) -> TrialParams:
-        """Sample one point with Optuna's define-by-run API; conditional parameters are sampled only if used."""
+        """Sample one point with Optuna's define-by-run API; conditional parameters are sampled only if used.
+
+        Automatic dimensions (None) are not sampled: resolve them with `for_base` first.
+        """
+        if self.method is None:
+            raise ValueError("the space's method is automatic: resolve it with SearchSpace.for_base(base) first")
         params: TrialParams = {"method": _suggest(trial, "method", self.method)}
         if params["method"] == "lora":
             params["lora_r"] = _suggest(trial, "lora_r", self.lora_r)
@@ -107,6 +160,9 @@ class SearchSpace(Config):
         if layers:
             params["head_dropout"] = _suggest(trial, "head_dropout", self.head_dropout)
         params["batch_size"] = _suggest(trial, "batch_size", self.batch_size)
+        for name in ("preset", "d_model", "n_layer", "epochs", "schedule", "rc_augment"):
+            if getattr(self, name) is not None:
+                params[name] = _suggest(trial, name, getattr(self, name))
         return params
 
     def check_against(self, base: FinetuneConfig) -> None:
@@ -116,6 +172,16 @@ class SearchSpace(Config):
         if bad:
             raise ConfigError(f"space.batch_size values {bad} are not divisible by scaling.num_workers={workers} "
                               "(batch_size is the global batch)")
+        shaped = [name for name in MODEL_SHAPE if getattr(self, name) is not None]
+        if shaped and base.model.pretrained:
+            raise ConfigError(f"space.{', space.'.join(shaped)} change the network's shape, which pretrained "
+                              f"weights ({base.model.pretrained}) fix: drop them or use a random init")
+        if self.preset:
+            from raycad.model import PRESETS
+
+            unknown = [p for p in self.preset if p not in PRESETS]
+            if unknown:
+                raise ConfigError(f"space.preset {unknown} are not presets; known: {sorted(PRESETS)}")
 
 
 class DefineByRun:
@@ -171,6 +237,17 @@ def apply(params: TrialParams, base: FinetuneConfig) -> FinetuneConfig:
         updates["head.dropout"] = float(params["head_dropout"])
     if "batch_size" in params:
         updates["train.batch_size"] = int(params["batch_size"])
+    if "preset" in params:
+        updates["model.preset"] = params["preset"]
+    shape = {name: int(params[name]) for name in ("d_model", "n_layer") if name in params}
+    if shape:
+        updates["model.overrides"] = {**base.model.overrides, **shape}
+    if "epochs" in params:
+        updates["train.epochs"] = int(params["epochs"])
+    if "schedule" in params:
+        updates["schedule.name"] = params["schedule"]
+    if "rc_augment" in params:
+        updates["data.rc_augment"] = float(params["rc_augment"])
     try:
         return base.with_overrides(updates)
     except ConfigError as err:
@@ -196,4 +273,14 @@ def describe(params: TrialParams) -> str:
         parts.append(f"head{sizes}" + (f" do{params.get('head_dropout', 0):g}" if sizes else ""))
     if "batch_size" in params:
         parts.append(f"bs {params['batch_size']}")
+    if "preset" in params:
+        parts.append(str(params["preset"]))
+    if "d_model" in params or "n_layer" in params:
+        parts.append(f"d{params.get('d_model', '-')} l{params.get('n_layer', '-')}")
+    if "epochs" in params:
+        parts.append(f"{params['epochs']} ep")
+    if "schedule" in params:
+        parts.append(str(params["schedule"]))
+    if "rc_augment" in params:
+        parts.append(f"rc {params['rc_augment']:g}")
     return " ".join(parts)

@@ -1,8 +1,9 @@
 """Sweep reports: ``summary.csv``, ``summary.md``, a bar chart, and a rich table for the terminal.
 
 Each row is one task (see `raycad.tune.sweep._task_row`): the best configuration, its validation and test
-accuracy / F1 / MCC / AUROC, trials run and stopped early, epochs run against the budget, wall time, and the
-published Table 1 accuracies of Schiff et al. 2024 beside raycad's for benchmark tasks.
+accuracy / F1 / MCC / AUROC, the k-mer baseline's on the same records, trials run and stopped early, epochs run
+against the budget, wall time, and the published Table 1 accuracies of Schiff et al. 2024 beside raycad's for
+benchmark tasks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from raycad.tune.published import REPORT_MODELS, SOURCE
+from raycad.tune.published import PROTOCOL, REPORT_MODELS, SOURCE
 
 CSV_COLUMNS = (
     "task", "benchmark", "best_config", "best_trial", "best_epoch",
@@ -22,7 +23,12 @@ CSV_COLUMNS = (
     "test_split", "test_accuracy", "test_f1", "test_mcc", "test_auroc",
     "trials", "trials_completed", "trials_stopped_early", "trials_errored", "trial_starts",
     "epochs_run", "epochs_budget", "wall_time_s", "best_config_file",
+    "baseline_config", "baseline_val_accuracy", "baseline_test_accuracy", "baseline_test_f1", "baseline_test_mcc",
+    "baseline_test_auroc", "cv_folds", "val_accuracy_spread", "test_accuracy_spread", "test_f1_spread",
+    "test_mcc_spread", "test_auroc_spread",
 )
+BASELINE = "k-mer LR"
+"""Column / series name of the k-mer logistic-regression baseline (`raycad.baseline`)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -66,18 +72,32 @@ def markdown(rows: list[dict[str, Any]], metric: str = "val_accuracy") -> str:
         lines.append(f"| {r['task']} | {r.get('best_config', '')} | " + " | ".join(
             _fmt(r.get(k)) for k in ("val_accuracy", "val_f1", "val_mcc", "val_auroc", "test_accuracy",
                                      "test_f1", "test_mcc", "test_auroc")) + " |")
+    if any(r.get("baseline_config") for r in rows):
+        lines += ["", "## Against the k-mer baseline", "",
+                  ("Logistic regression on k-mer counts (k and C chosen on validation), fitted on the same "
+                   "train / validation / test records and scored by the same metric code."), "",
+                  "| task | | accuracy | F1 | MCC | AUROC |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['task']} | raycad | " + " | ".join(
+                _with_spread(r, f"test_{k}") for k in ("accuracy", "f1", "mcc", "auroc")) + " |")
+            if r.get("baseline_config"):
+                lines.append(f"| | {r['baseline_config']} | " + " | ".join(
+                    _fmt(r.get(f"baseline_test_{k}")) for k in ("accuracy", "f1", "mcc", "auroc")) + " |")
     lines += ["", "## Against published accuracies", "",
-              "| task | raycad (test) | " + " | ".join(REPORT_MODELS) + " |",
-              "|---|---|" + "---|" * len(REPORT_MODELS)]
+              f"| task | raycad (test) | {BASELINE} (test) | " + " | ".join(REPORT_MODELS) + " |",
+              "|---|---|---|" + "---|" * len(REPORT_MODELS)]
     for r in rows:
         pub = r.get("published") or {}
-        lines.append(f"| {r['task']} | {_fmt(r.get('test_accuracy'))} | "
+        lines.append(f"| {r['task']} | {_with_spread(r, 'test_accuracy')} | {_fmt(r.get('baseline_test_accuracy'))} | "
                      + " | ".join(_fmt(pub.get(m)) for m in REPORT_MODELS) + " |")
-    lines += ["", (f"Published: {SOURCE}. Only benchmark tasks run on their own train/test split are comparable; "
-              "the bundled demo data and users' datasets have no published row."), "",
+    protocols = sorted({r["protocol"] for r in rows if r.get("protocol")})
+    lines += [""] + [f"raycad: {p}." for p in protocols] + [
+        "" if protocols else "raycad: one run per trial, the best trial's best checkpoint on the test split.", "",
+        (f"Published: {SOURCE} ({PROTOCOL}). Only benchmark tasks run on their own train/test split are "
+         "comparable; the bundled demo data and users' datasets have no published row."), "",
               "## Search effort", "",
-              ("| task | trials | ran to the end | stopped early | errored | trial starts | epochs run / budget "
-              "| ASHA saved | wall time (s) |"),
+              ("| task | trials | ran to the end | stopped early | errored | trial starts | epochs (CV: folds) run "
+               "/ budget | ASHA saved | wall time (s) |"),
               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         budget = r.get("epochs_budget") or 0
@@ -87,9 +107,16 @@ def markdown(rows: list[dict[str, Any]], metric: str = "val_accuracy") -> str:
                      f"{saved} | {_fmt(r.get('wall_time_s'), 1)} |")
     lines += ["", "## Best configurations", ""]
     for r in rows:
+        where = f"{r['cv_folds']}-fold CV" if r.get("cv_folds") else f"epoch {r.get('best_epoch')}"
         lines.append(f"- **{r['task']}**: `{r.get('best_config_file')}` (trial {r.get('best_trial')}, "
-                     f"epoch {r.get('best_epoch')}): `{r.get('best_params')}`")
+                     f"{where}): `{r.get('best_params')}`")
     return "\n".join(lines) + "\n"
+
+
+def _with_spread(row: dict[str, Any], key: str) -> str:
+    """``0.851 ± 0.012`` for a cross-validated row (mean ± max - min over folds), else the plain value."""
+    spread = row.get(f"{key}_spread")
+    return _fmt(row.get(key)) + (f" ± {spread:.3f}" if spread is not None and row.get(key) is not None else "")
 
 
 def plot(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -99,7 +126,7 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = ["raycad"] + list(REPORT_MODELS)
+    series = ["raycad", BASELINE] + list(REPORT_MODELS)
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.2))
     for i, name in enumerate(series):
@@ -107,6 +134,8 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> Path:
         for r in rows:
             if name == "raycad":
                 v = r.get("test_accuracy") if r.get("test_accuracy") is not None else r.get("val_accuracy")
+            elif name == BASELINE:
+                v = r.get("baseline_test_accuracy")
             else:
                 v = (r.get("published") or {}).get(name)
             values.append(float("nan") if v is None else float(v))
@@ -128,12 +157,12 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
     """A rich table of the sweep's results for the terminal."""
     table = Table(title="raycad tune: best trial per task")
     for col in ("task", "best config", "val acc", "test acc", "test F1", "test MCC", "test AUROC",
-                "trials (stopped early)", "epochs run/budget", "wall s", *REPORT_MODELS):
+                f"{BASELINE} acc", "trials (stopped early)", "epochs run/budget", "wall s", *REPORT_MODELS):
         table.add_column(col, justify="left" if col in ("task", "best config") else "right")
     for r in rows:
         pub = r.get("published") or {}
         table.add_row(r["task"], r.get("best_config", ""), _fmt(r.get("val_accuracy")), _fmt(r.get("test_accuracy")),
                       _fmt(r.get("test_f1")), _fmt(r.get("test_mcc")), _fmt(r.get("test_auroc")),
-                      f"{r['trials']} ({r['trials_stopped_early']})", f"{r['epochs_run']}/{r['epochs_budget']}",
+                      _fmt(r.get("baseline_test_accuracy")), f"{r['trials']} ({r['trials_stopped_early']})", f"{r['epochs_run']}/{r['epochs_budget']}",
                       _fmt(r.get("wall_time_s"), 0), *(_fmt(pub.get(m)) for m in REPORT_MODELS))
     return table

@@ -160,7 +160,7 @@ def resolve_tasks(cfg: SweepConfig) -> list[TaskRun]:
     from raycad.data.tasks import TASKS, get_task
 
     base = cfg.trial_base()
-    cfg.space.check_against(base)
+    cfg.space.for_base(base).check_against(base)
     runs: list[TaskRun] = []
     for entry in cfg.tasks:
         if isinstance(entry, TaskSpec):
@@ -218,9 +218,39 @@ def default_max_concurrent(cfg: FinetuneConfig, trial_cpu: float, resources: dic
 # ==== one trial ================================================================================================
 
 
+def _run_cv_trial(cfg: FinetuneConfig, folds: list[PreparedData], trial_id: str, storage_path: str) -> None:
+    """A trial scored by cross-validation: one fit per fold, one after another. After each fold it reports the
+    running mean of the folds' best validation metrics (``fold`` = folds done) and, at the end, the mean and
+    spread (max - min) of the folds' test metrics."""
+    from ray import tune
+
+    from raycad.train import build_trainer, evaluate_checkpoint
+    from raycad.train.cv import aggregate
+    from raycad.train.trainer import _best_checkpoint
+
+    fold_cfg = cfg.with_overrides({"train.cv_folds": 0})
+    metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
+    rows = []
+    for i, fold in enumerate(folds, start=1):
+        result = build_trainer(fold_cfg, fold, name=f"trial_{trial_id}_fold{i}", storage_path=storage_path).fit()
+        if result.error:
+            raise result.error
+        checkpoint, best = _best_checkpoint(result, metric, mode)
+        row = {k: best.get(k) for k in VAL_KEYS}
+        if "test" in fold.datasets:
+            row.update({k: v for k, v in evaluate_checkpoint(fold_cfg, checkpoint, fold, split="test").items()
+                        if k in TEST_KEYS})
+        rows.append(row)
+        stats = aggregate(rows, list(VAL_KEYS + TEST_KEYS))
+        report = {"fold": i, **{k: v["mean"] for k, v in stats.items()},
+                  **{f"{k}_spread": v["spread"] for k, v in stats.items()}}
+        tune.report(report)
+
+
 def _run_trial(params: TrialParams, *, base: dict[str, Any], data: PreparedData, num_train: int,
-               storage_path: str, log_path: str | None) -> None:
-    """Tune function trainable: fit the ``raycad finetune`` trainer with this trial's parameters."""
+               storage_path: str, log_path: str | None, folds: list[PreparedData] | None = None) -> None:
+    """Tune function trainable: fit the ``raycad finetune`` trainer with this trial's parameters (or, with
+    ``folds``, one per cross-validation fold: `_run_cv_trial`)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -232,6 +262,9 @@ def _run_trial(params: TrialParams, *, base: dict[str, Any], data: PreparedData,
     if log_path:  # a record of every start, so a resumed sweep can show which trials were re-run
         with open(log_path, "a") as fh:
             fh.write(json.dumps({"event": "start", "trial_id": trial_id, "time": time.time()}) + "\n")
+    if folds:
+        _run_cv_trial(cfg, folds, trial_id, storage_path)
+        return
     callbacks = [TuneReportCallback(), PlacementGroupRecorder(trial_id)]
     trainer = build_trainer(cfg, data, callbacks=callbacks, name=f"trial_{trial_id}",
                             storage_path=storage_path, num_train=num_train)
@@ -265,12 +298,20 @@ def sweep_dir_of(cfg: SweepConfig) -> Path:
 def run_sweep(cfg: SweepConfig, *, resume: bool = False, show: bool = True) -> SweepResult:
     """Run (or, with ``resume``, continue) the sweep; writes the summary files and returns the rows."""
     from raycad.runtime import init_ray
+    from raycad.train.lora import LORA_ON_RANDOM_INIT, lora_on_random_init
     from raycad.tune import summary
 
     if cfg.name is None:
         cfg = cfg.with_overrides({"name": f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"})
     out = sweep_dir_of(cfg)
+    base = cfg.trial_base()
+    space = cfg.space.for_base(base)
+    if lora_on_random_init(base, space.method):
+        log.warning(LORA_ON_RANDOM_INIT)
     tasks = resolve_tasks(cfg)
+    log.info("search space: method %s%s", space.method, "".join(
+        f", {name} {getattr(space, name)}" for name in ("preset", "d_model", "n_layer", "epochs", "schedule",
+                                                        "rc_augment") if getattr(space, name) is not None))
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         cfg.save(out / "sweep.yaml")
@@ -361,6 +402,8 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from raycad.baseline import baseline_step
+    from raycad.train.cv import fold_datasets
     from raycad.tune.cleanup import ReleasePlacementGroups, start_registry
     from raycad.tune.progress import TrialProgress
     from raycad.tune.space import DefineByRun
@@ -368,16 +411,21 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     t0 = time.perf_counter()
     DataContext.get_current().enable_progress_bars = False
     label = safe_name(task.name)
+    space = cfg.space.for_base(task.cfg)
     root, fs = _storage(cfg, out)
     data, num_train = _prepare(task, cfg.materialize)
     log.info("task %s: %d training records, %d classes, max_length %d", task.name, num_train, data.num_classes,
              data.max_length)
+    baseline = baseline_step(task.cfg, data)  # the k-mer LR on the task's records (None when disabled)
+    cv = task.cfg.train.cv_folds
+    folds = fold_datasets(data, cv, task.cfg.train.seed)[0] if cv else None
     concurrent = cfg.max_concurrent or default_max_concurrent(task.cfg, cfg.trial_cpu, ray.cluster_resources())
     trials_log = out / "trials" / f"{label}.jsonl"
     trials_log.parent.mkdir(parents=True, exist_ok=True)
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, base=task.cfg.to_dict(), data=data, num_train=num_train,
-                             storage_path=f"{root}/train/{label}", log_path=str(trials_log.resolve())),
+                             storage_path=f"{root}/train/{label}", log_path=str(trials_log.resolve()),
+                             folds=folds),
         tune.PlacementGroupFactory([{"CPU": cfg.trial_cpu}]),
     )
     experiment = _fs_path(f"{root}/tune", fs)
@@ -389,12 +437,12 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, storage_filesystem=fs,
                                    resume_unfinished=True, resume_errored=True)
     else:
-        max_epochs = task.cfg.train.epochs
+        max_epochs = space.max_epochs(task.cfg)
         scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(cfg.asha.grace_period,
                                    max_epochs), reduction_factor=cfg.asha.reduction_factor,
                                    brackets=cfg.asha.brackets)
-                     if cfg.asha.enabled else FIFOScheduler())
-        searcher = OptunaSearch(space=DefineByRun(cfg.space), metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
+                     if cfg.asha.enabled and not cv else FIFOScheduler())  # a CV trial reports per fold
+        searcher = OptunaSearch(space=DefineByRun(space), metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
@@ -404,10 +452,11 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
                                       failure_config=tune.FailureConfig(max_failures=task.cfg.run.max_failures)),
         )
     log.info("task %s: %d trials, %d at a time, up to %d epochs each (ASHA %s)", task.name, cfg.num_samples,
-             concurrent, task.cfg.train.epochs, "on" if cfg.asha.enabled else "off")
+             concurrent, space.max_epochs(task.cfg), "on" if cfg.asha.enabled else "off")
     grid = tuner.fit()
     trials = [_trial_record(r, cfg.metric, cfg.mode) for r in grid]
-    return _task_row(cfg, task, data, trials, out, fs, wall=time.perf_counter() - t0, trials_log=trials_log)
+    return _task_row(cfg, task, data, trials, out, fs, wall=time.perf_counter() - t0, trials_log=trials_log,
+                     baseline=baseline)
 
 
 def _trial_record(result: Any, metric: str, mode: str) -> dict[str, Any]:
@@ -415,14 +464,18 @@ def _trial_record(result: Any, metric: str, mode: str) -> dict[str, Any]:
     df = result.metrics_dataframe
     rows = [] if df is None or df.empty else df.to_dict("records")
     rows = [r for r in rows if _finite(r.get(metric))]
+    folds = int(max((r.get("fold", 0) for r in rows if _finite(r.get("fold"))), default=0))
+    if folds:  # a cross-validated trial: only the report after its last fold scores it
+        rows = [r for r in rows if r.get("fold") == folds]
     sign = 1.0 if mode == "max" else -1.0  # best value first, then the earliest epoch (as raycad finetune)
     ranked = sorted(rows, key=lambda r: (-sign * r[metric], r.get("epoch", 0)))
-    keep = (metric, "epoch", "checkpoint_path", *VAL_KEYS)
+    keep = (metric, "epoch", "fold", "checkpoint_path", *VAL_KEYS, *TEST_KEYS,
+            *(f"{k}_spread" for k in VAL_KEYS + TEST_KEYS))
     return {
         "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
         "params": dict(result.config or {}),
         "error": repr(result.error) if result.error else None,
-        "epochs": int(max((r.get("epoch", 0) for r in rows), default=0)),
+        "epochs": folds or int(max((r.get("epoch", 0) for r in rows if _finite(r.get("epoch"))), default=0)),
         "ranked": [{k: _plain(v) for k, v in r.items() if k in keep} for r in ranked],
     }
 
@@ -446,10 +499,12 @@ def _plain(value: Any) -> Any:
 
 
 def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[dict[str, Any]], out: Path,
-              fs: Any, *, wall: float, trials_log: Path) -> dict[str, Any]:
+              fs: Any, *, wall: float, trials_log: Path, baseline: dict[str, Any] | None = None) -> dict[str, Any]:
     from raycad.tune.published import published_for
 
-    metric, max_epochs = cfg.metric, task.cfg.train.epochs
+    metric, cv = cfg.metric, task.cfg.train.cv_folds
+    for t in trials:  # each trial's own budget (space.epochs samples it), or its folds under cross-validation
+        t["budget"] = cv or int(t["params"].get("epochs", task.cfg.train.epochs))
     scored = [t for t in trials if t["ranked"]]
     if not scored:
         errors = "; ".join(t["error"] for t in trials if t["error"]) or "no trial reported a metric"
@@ -471,23 +526,43 @@ def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[
         "best_epoch": epoch.get("epoch"),
         **{k: epoch.get(k) for k in VAL_KEYS},
         "trials": len(trials),
-        "trials_completed": sum(1 for t in trials if not t["error"] and t["epochs"] >= max_epochs),
-        "trials_stopped_early": sum(1 for t in trials if not t["error"] and 0 < t["epochs"] < max_epochs),
+        "trials_completed": sum(1 for t in trials if not t["error"] and t["epochs"] >= t["budget"]),
+        "trials_stopped_early": sum(1 for t in trials if not t["error"] and 0 < t["epochs"] < t["budget"]),
         "trials_errored": sum(1 for t in trials if t["error"]),
         "trial_starts": _count_starts(trials_log),
         "epochs_run": sum(t["epochs"] for t in trials),
-        "epochs_budget": len(trials) * max_epochs,
+        "epochs_budget": sum(t["budget"] for t in trials),
         "wall_time_s": round(wall, 1),
         "best_config_file": str(config_path),
         "best_checkpoint": epoch.get("checkpoint_path") if _exists(epoch.get("checkpoint_path"), fs) else None,
         "published": published_for(task.benchmark) if task.cfg.data.task else {},
         "trials_detail": trials,
+        **baseline_columns(baseline),
     }
-    if cfg.evaluate_test and row["best_checkpoint"]:
+    if cv:  # the trial scored itself: means (and spreads) over its folds' best checkpoints
+        from raycad.train.cv import protocol
+
+        row.update({"cv_folds": cv, "protocol": protocol(cv, task.cfg.train.seed),
+                    "test_split": "test" if "test" in data.datasets else None,
+                    **{k: epoch.get(k) for k in TEST_KEYS},
+                    **{f"{k}_spread": epoch.get(f"{k}_spread") for k in VAL_KEYS + TEST_KEYS}})
+    elif cfg.evaluate_test and row["best_checkpoint"]:
         row.update(_evaluate_best(best_cfg, row["best_checkpoint"], data, fs))
     elif cfg.evaluate_test:
         log.warning("task %s: the best trial's checkpoints are gone; no test evaluation", task.name)
     return row
+
+
+def baseline_columns(baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """The k-mer baseline's summary columns: its choice, validation accuracy and (test or validation) metrics."""
+    if not baseline:
+        return {}
+    from raycad.baseline import describe
+
+    prefix = "test_" if "test_accuracy" in baseline else "val_"
+    return {"baseline": baseline, "baseline_config": describe(baseline),
+            "baseline_val_accuracy": baseline.get("val_accuracy"),
+            **{f"baseline_test_{k}": baseline.get(f"{prefix}{k}") for k in ("accuracy", "f1", "mcc", "auroc")}}
 
 
 def _count_starts(trials_log: Path) -> int:
