@@ -86,11 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    _add_verbose(sub)
+    return parser
+
+
+def _add_verbose(sub: argparse._SubParsersAction) -> None:
+    """``--verbose`` on every command (the leaves of nested sub-commands such as ``launch sagemaker``)."""
     for command in sub.choices.values():
-        if not any("--verbose" in action.option_strings for action in command._actions):
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for action in nested:
+                _add_verbose(action)
+        elif not any("--verbose" in action.option_strings for action in command._actions):
             command.add_argument("--verbose", "-v", action="store_true",
                                  help="full tracebacks, and Ray's own logs on the terminal (default: in a log file)")
-    return parser
 
 
 def _data_error_types() -> tuple[type[BaseException], ...]:
@@ -143,7 +152,7 @@ def error_line(err: BaseException) -> tuple[int, str]:
     from raycad.runtime import RayStartError, interrupt_hint, was_interrupted
 
     if isinstance(err, ConfigError):
-        return 2, f"config error: {err}"
+        return 2, f"config error: {_one_line(str(err))}"
     if was_interrupted() or any(isinstance(c, KeyboardInterrupt) for c in _causes(err)):
         hint = interrupt_hint()
         return 130, "interrupted" + (f"; {hint}" if hint else "")
@@ -151,7 +160,8 @@ def error_line(err: BaseException) -> tuple[int, str]:
         return 1, str(err)
     bad = data_error(err)
     if bad is not None:
-        message = str(bad)
+        # Ray Data appends its retry advice on new lines to the message of a failed task's error: keep ours.
+        message = str(bad).split("\n", 1)[0]
         if isinstance(bad, OSError) and bad.filename and bad.strerror:
             message = f"{bad.filename}: {bad.strerror}"
         return 2, f"data error: {_one_line(message)}"

@@ -11,11 +11,21 @@ config classes on the same `Config` base so they load, override and save the sam
 from __future__ import annotations
 
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import Self
 
 
@@ -24,9 +34,19 @@ class ConfigError(ValueError):
 
 
 class Config(BaseModel):
-    """Base of every raycad config: unknown keys are errors, assignments are validated."""
+    """Base of every raycad config: unknown keys are errors, assignments are validated, numbers are finite and
+    never booleans (``optim.lr=true`` is an error, not 1.0)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name and _holds_bool(value) and not _accepts_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected {_type_name(cls.model_fields[info.field_name].annotation)}, "
+                             f"not a boolean ({value!r})")
+        return value
 
     # ---- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -34,7 +54,9 @@ class Config(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            raise ConfigError(f"invalid {cls.__name__} from {source}:\n{err}") from None
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']} (got {e['input']!r})"
+                                 for e in err.errors())
+            raise ConfigError(f"invalid {cls.__name__} from {source}: {problems}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
@@ -44,8 +66,13 @@ class Config(BaseModel):
         text = path.read_text()
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
+        except json.JSONDecodeError as err:
             raise ConfigError(f"cannot parse config file {path}: {err}") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(f"cannot parse config file {path}{where}: {getattr(err, 'problem', None) or err}") \
+                from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -86,6 +113,28 @@ class Config(BaseModel):
         return path
 
 
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field of this type may hold a boolean (bool itself, Any, a model, or a container of those)."""
+    if annotation is bool or annotation is Any or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in args)
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(_accepts_bool(a) for a in args)
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation) if a is not type(None))
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _parse_value(raw: str) -> Any:
     """``"1e-3"`` -> 0.001, ``"[4, 8]"`` -> [4, 8], ``"true"`` -> True, anything else stays a string."""
     try:
@@ -118,6 +167,16 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 # ================================================================================================================
 # Fine-tuning
 # ================================================================================================================
+
+
+def check_run_name(name: str | None) -> str | None:
+    """A run/sweep name is one directory name: no path separators, no "." / "..", nothing hidden or empty."""
+    if name is None:
+        return None
+    if not name.strip() or "/" in name or "\\" in name or "\0" in name or name.startswith(".") or name != name.strip():
+        raise ValueError(f"{name!r} is not a plain name (letters, digits, '-', '_', '.'; no '/', no leading '.'): "
+                         f"it names a directory under the output directory")
+    return name
 
 
 class ModelSection(Config):
@@ -185,7 +244,14 @@ class OptimSection(Config):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    eps: float = Field(1e-8, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1), got {betas}")
+        return betas
 
 
 class ScheduleSection(Config):
@@ -239,8 +305,9 @@ class DataSection(SourceSection):
     """CSV/TSV of ``path,label`` (labels whole files) or ``id,label`` (labels records)."""
     label_tag: str = "LB"
     """BAM/CRAM: the read tag (or field of the read's @RG header line, e.g. LB, SM) that holds the label."""
-    max_length: int | None = None
-    """Token length; None = the task's published max_length (or the longest sequence of a user's data)."""
+    max_length: int | None = Field(None, ge=1)
+    """Token length; None = the task's published max_length, or for a user's data the 99th percentile of record
+    lengths capped at the model's trained length (records above it are truncated, and counted)."""
     padding: Literal["max_length", "longest"] = "max_length"
     truncation: Literal["left", "right", "center"] = "right"
     """Where an over-long sequence is cut (Hugging Face ``truncation_side``): "right" cuts the end and keeps the
@@ -249,6 +316,19 @@ class DataSection(SourceSection):
     """Without a test source (a user's single labelled file): this stratified, seeded fraction of the
     training data becomes the test split (before `val_fraction` of the rest becomes validation); 0 = no
     test split (results then report the validation split)."""
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct_class_names(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        if len(names) < 2:
+            raise ValueError(f"a classifier needs at least two class names, got {names}")
+        if len({str(n) for n in names}) != len(names) or any(not str(n).strip() for n in names):
+            duplicates = sorted({str(n) for n in names if [str(m) for m in names].count(str(n)) > 1})
+            raise ValueError(f"class names must be distinct and non-empty, got {names}"
+                             + (f" (repeated: {duplicates})" if duplicates else ""))
+        return names
 
 
 class LoopSection(Config):
@@ -299,7 +379,12 @@ class RunSection(Config):
     """Where results and checkpoints go."""
 
     name: str | None = None
-    """Run name; None = derived from the task and a timestamp."""
+    """Run name; None = derived from the task and a timestamp. A plain name: it is a directory under output_dir."""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        return check_run_name(name)
     output_dir: str = "raycad_runs"
     """Local directory for results.json, metrics.csv, plots and the exported model (under <output_dir>/<name>)."""
     storage_path: str | None = None

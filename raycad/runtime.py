@@ -80,11 +80,14 @@ def quiet_active() -> bool:
 
 
 @contextlib.contextmanager
-def quiet_output(log_path: str | os.PathLike | None, verbose: bool = False) -> Iterator[Path | None]:
+def quiet_output(log_path: str | os.PathLike | None, verbose: bool = False,
+                 worker_lines: bool = True) -> Iterator[Path | None]:
     """Send everything but raycad's own lines to ``log_path`` (see the module doc); yields the log path.
 
     Works at the file-descriptor level, so the C++ parts of Ray and every process Ray starts while the block
-    is active write to the log too. `console` keeps the real terminal. No-op with ``verbose`` or no path.
+    is active write to the log too. `console` keeps the real terminal. ``worker_lines=False`` files the
+    `worker_progress` lines too (a sweep prints one line per trial epoch of its own instead). No-op with
+    ``verbose`` or no path.
     """
     if verbose or log_path is None or _QUIET["active"]:
         yield None
@@ -106,7 +109,7 @@ def quiet_output(log_path: str | os.PathLike | None, verbose: bool = False) -> I
     os.dup2(log.fileno(), out_fd)
     os.dup2(log.fileno(), err_fd)
     console.file = terminal
-    _QUIET.update(active=True, log_path=path)
+    _QUIET.update(active=True, log_path=path, worker_lines=worker_lines)
     _swap_worker_log_handler(quiet=True)
     try:
         yield path
@@ -143,7 +146,7 @@ def _swap_worker_log_handler(quiet: bool) -> None:
     except ImportError:  # pragma: no cover - a Ray without the dispatcher
         return
     dispatcher.remove_handler("raycad_progress")
-    if quiet:
+    if quiet and _QUIET.get("worker_lines", True):
         dispatcher.add_handler("raycad_progress", _print_worker_lines)
 
 

@@ -107,7 +107,7 @@ def test_tokenize_batch_truncates_counts_and_names_bad_records():
     out = _tokenize(seqs, [0, 1, None, 7, 1], invalid_chars="reject", bad_records="skip")
     assert out["status"].tolist() == ["", "empty_sequence", "missing_label", "label_out_of_range",
                                       "invalid_characters"]
-    summary = pp.summarize(pa.table({k: out[k] for k in ("status", "truncated", "n_invalid")}))
+    summary = pp.summarize(pa.table({k: out[k] for k in ("status", "label", *pp.STATUS_COLUMNS[1:])}))
     assert dict(zip(summary["status"], summary["records"].tolist())) == {
         "": 1, "empty_sequence": 1, "missing_label": 1, "label_out_of_range": 1, "invalid_characters": 1}
     # String labels map through the class names; unknown names are reported.

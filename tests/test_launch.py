@@ -22,7 +22,7 @@ from botocore.stub import Stubber
 from raycad.config import ConfigError
 from raycad.launch import SageMakerConfig, create_ssh_security_group, launch_sagemaker, list_source_files
 from raycad.launch.bootstrap import read_host_info
-from raycad.launch.sagemaker import BOOTSTRAP_PROGRAM, DEFAULT_IMAGE
+from raycad.launch.sagemaker import ALWAYS_EXCLUDED, BOOTSTRAP_PROGRAM, DEFAULT_IMAGE, build_source_tarball
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/raycad-sagemaker"
@@ -118,26 +118,85 @@ def test_ssh_security_group_request_matches_ec2_model():
         group = create_ssh_security_group(vpc_id="vpc-0abc", ssh_cidr="203.0.113.7/32", ec2_client=ec2)
         stub.assert_no_pending_responses()
     assert group == "sg-0123456789abcdef0"
-    for cidr in ("0.0.0.0/0", "::/0", "not-a-cidr"):
+    for cidr in ("0.0.0.0/0", "::/0", "0.0.0.0/1", "10.0.0.0/8", "2001:db8::/32", "not-a-cidr"):
         with pytest.raises(ConfigError):
             create_ssh_security_group(vpc_id="vpc-0abc", ssh_cidr=cidr, ec2_client=ec2)
+
+
+def test_cluster_workers_have_their_own_least_privilege_profile_and_rsync_leaves_secrets_out():
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    nodes = config["available_node_types"]
+    head = nodes[config["head_node_type"]]["node_config"]["IamInstanceProfile"]["Arn"]
+    workers = [n["node_config"]["IamInstanceProfile"]["Arn"] for k, n in nodes.items() if k != config["head_node_type"]]
+    assert workers and all(arn != head and arn.endswith("/raycad-worker") for arn in workers)
+
+    def actions(name: str) -> dict[str, list]:
+        policy = json.loads((REPO / "deploy" / "iam" / f"{name}-policy.json").read_text())
+        out: dict[str, list] = {}
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow"
+            listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            for action in listed:
+                out.setdefault(action, []).append(statement["Resource"])
+        return out
+
+    worker = actions("raycad-worker")
+    # Workers run user code: no EC2, no IAM, no wildcards; S3 writes only under the checkpoint prefix.
+    assert not [a for a in worker if a.startswith(("ec2:", "iam:")) or "*" in a]
+    assert {"s3:GetObject", "s3:ListBucket", "omics:GetReadSet"} <= set(worker)
+    for action in ("s3:PutObject", "s3:DeleteObject"):
+        assert all(r.endswith("/raycad/*") for resources in worker[action] for r in resources
+                   if r.endswith("*")), action
+    head_actions = actions("raycad-head")
+    assert "ec2:RunInstances" in head_actions
+    assert head_actions["iam:PassRole"] == ["arn:aws:iam::123456789012:role/raycad-worker"]  # only the worker role
+    # rsync to the nodes leaves out everything the SageMaker package does.
+    assert set(ALWAYS_EXCLUDED) <= set(config["rsync_exclude"])
 
 
 # ---- source package -------------------------------------------------------------------------------------------
 
 
-def test_source_package_leaves_out_credentials(tmp_path):
-    for rel in ("pyproject.toml", BOOTSTRAP_PROGRAM, "jobs/finetune.py", ".aws/credentials", ".env",
-                ".env.local", "deploy/id_rsa", "certs/server.pem", ".git/config", "raycad_runs/r/results.json",
-                "raycad/__pycache__/x.pyc", "notes/secret.key", "ignored.log"):
+PLANTED_SECRETS = (".aws/credentials", ".env", ".env.local", "deploy/id_rsa", "certs/server.pem", "notes/secret.key",
+                   "credentials.json", "gcp-sa.json", "keys/my-service-account.json", ".s3cfg", ".boto",
+                   "secrets.yaml", "infra/terraform.tfvars", "kubeconfig.yaml", "ops/.netrc", ".git-credentials")
+
+
+def test_source_package_is_tracked_files_without_secrets(tmp_path):
+    code = ["pyproject.toml", BOOTSTRAP_PROGRAM, "jobs/finetune.py"]
+    for rel in (*code, *PLANTED_SECRETS, "raycad_runs/r/results.json", "raycad/__pycache__/x.pyc", "notes.txt",
+                "configs/extra.yaml"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
-    expected = ["jobs/finetune.py", "pyproject.toml", BOOTSTRAP_PROGRAM]
-    assert list_source_files(tmp_path, exclude=["*.log"]) == expected  # plain directory walk
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.parquet").write_bytes(b"\0" * (3 << 20))
+    # Outside git: a plain walk, secrets and outputs left out whatever else is there.
+    walked = list_source_files(tmp_path, exclude=["*.parquet"])
+    assert set(walked) == {*code, "notes.txt", "configs/extra.yaml"}
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    (tmp_path / ".gitignore").write_text("*.log\n")
-    # git's view: untracked-but-not-ignored files count, .gitignore'd ones and secrets do not
-    assert list_source_files(tmp_path) == [".gitignore", *expected]
+    # Secrets stay out even when someone committed them.
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-f", *code, *PLANTED_SECRETS], check=True)
+    assert list_source_files(tmp_path) == sorted(code)  # untracked files (data, notes) are not packaged
+    assert list_source_files(tmp_path, include=["configs/*.yaml", "*.key"]) == sorted([*code, "configs/extra.yaml"])
+    with tarfile.open(fileobj=io.BytesIO(build_source_tarball(tmp_path, include=["configs/*"])), mode="r:gz") as tar:
+        names = tar.getnames()
+    assert sorted(names) == sorted([*code, "configs/extra.yaml"])
+    with pytest.raises(ConfigError, match=r"3\.0 MB \(limit 1 MB; largest: data/big\.parquet \(3\.0 MB\)"):
+        build_source_tarball(tmp_path, include=["data/*"], max_mb=1)
+
+
+@pytest.mark.parametrize(("key", "value"), [("OPENAI_API_KEY", "x"), ("HF_TOKEN", "x"), ("MY_APIKEY", "x"),
+                                            ("DB_URL", "postgres://user:hunter2@db:5432/x"),
+                                            ("KEY_ID", "AKIAABCDEFGHIJKLMNOP")])
+def test_secret_environment_is_refused(key, value):
+    with pytest.raises(ConfigError, match=f"{key}.*credential"):
+        SageMakerConfig(role_arn=ROLE, output_path="s3://b/p").with_overrides({"environment": {key: value}})
+    with pytest.raises(ConfigError, match="URL with a password"):
+        SageMakerConfig.from_dict({"role_arn": ROLE, "output_path": "s3://b/p",
+                                   "job_args": ["--set", "data.train=https://me:pw@example.org/x.csv"]})
+    ok = SageMakerConfig(role_arn=ROLE, output_path="s3://b/p", environment={"GIT_AUTHOR_NAME": "me",
+                                                                            "DATA_URL": "https://example.org/x"})
+    assert ok.environment["GIT_AUTHOR_NAME"] == "me"
 
 
 # ---- SageMaker --------------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def test_quiet_output_keeps_raycad_lines_and_files_the_rest(tmp_path):
 def test_error_lines_unwrap_ray_and_name_the_problem():
     import ray.exceptions
 
-    bad = RecordError("data/train.csv: record 'r7': empty sequence", "empty_sequence")
+    bad = RecordError("data/train.csv: record 'r7': empty sequence\nFailed to apply UDF transform after 1/1 "
+                      "attempts (total backoff 0.0s).\nTo change retry attempts, ...", "empty_sequence")
     wrapped = ray.exceptions.RayTaskError("ReadFiles", "Traceback ...\n" * 50, bad)
     status, line = error_line(wrapped.as_instanceof_cause())
     assert (status, line) == (2, "data error: data/train.csv: record 'r7': empty sequence")
@@ -94,7 +95,7 @@ def test_ray_startup_timeout_is_retried_once_then_one_line(monkeypatch):
 
     def fake_init(*args, **kwargs):
         calls.append(kwargs)
-        raise Exception("The current node timed out during startup.")
+        raise RuntimeError("The current node timed out during startup.")
 
     monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -107,3 +108,40 @@ def test_ray_startup_timeout_is_retried_once_then_one_line(monkeypatch):
     assert calls[0]["address"] == "local"
     # the pinned GCS port is for Ray's processes only: this process forgets it (a later init starts afresh)
     assert "RAY_GCS_SERVER_PORT" not in os.environ and "RAY_ADDRESS" not in os.environ
+
+
+@pytest.mark.parametrize("converted", [False, True])
+def test_ctrl_c_exits_130_with_the_resume_hint(converted):
+    """SIGINT during a command: "interrupted; resume with --name X", exit 130, also when the interrupt reaches
+    the CLI as another exception (Ray turns it into its own errors on the way out of fit())."""
+    import signal
+    import time
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        import raycad.train.cli as train_cli
+        from raycad import runtime
+
+        def fake_finetune(args):
+            runtime.note_interrupt_hint("resume with --name demo-7")
+            print("ready", flush=True)
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                if {converted}:
+                    raise RuntimeError("ray: the train controller died") from None
+                raise
+            return 0
+
+        train_cli._finetune = fake_finetune
+        from raycad.cli import main
+        sys.exit(main(["finetune"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip() == "raycad: interrupted; resume with --name demo-7"

@@ -26,7 +26,7 @@ _LAZY = {
     "iter_batches": "raycad.data.loader",
     "PreparedData": "raycad.data.loader",
     "BatchCollator": "raycad.data.loader",
-    "BUNDLED_DEMO": "raycad.data.loader",
+    "BUNDLED_DEMO": "raycad.data.plan",
     "DataError": "raycad.data.preprocess",
     "read_sequences": "raycad.data.sources",
 }

@@ -69,6 +69,7 @@ def _data_report(args: argparse.Namespace) -> int:
 
     from raycad.config import FinetuneConfig
     from raycad.data.loader import prepare_datasets
+    from raycad.data.plan import plan_data
     from raycad.data.tasks import get_task
     from raycad.runtime import init_ray
 
@@ -79,8 +80,9 @@ def _data_report(args: argparse.Namespace) -> int:
         except ValueError:
             fields["data.train"] = args.data
     cfg = config_from_args(FinetuneConfig, args, **fields)
+    plan = plan_data(cfg)  # before Ray starts
     init_ray()
-    report = prepare_datasets(cfg).report()
+    report = prepare_datasets(cfg, plan).report()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -21,25 +21,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from raycad.config import ConfigError, FinetuneConfig
-from raycad.data import preprocess
+from raycad.data import preprocess, records
+from raycad.data.plan import BUNDLED_DEMO, DEMO_TASK, DataPlan, plan_data
 from raycad.data.tasks import TaskInfo, get_task
 from raycad.model.tokenizer import PAD_ID, reverse_complement_ids
+from raycad.runtime import get_logger
 
 if TYPE_CHECKING:
     import ray.data
     import torch
 
-BUNDLED_DEMO = Path(__file__).resolve().parent / "bundled" / "human_nontata_promoters.parquet"
-DEMO_TASK = "human_nontata_promoters"
-DEMO_NOTE = ("bundled demo: a stratified 80/10/10 split of the published TEST split of Genomic Benchmarks "
-             "human_nontata_promoters; accuracies are not comparable to published results")
+log = get_logger("raycad.data")
 SPLITS = ("train", "validation", "test")
 
 
@@ -60,6 +58,8 @@ class PreparedData:
     """Per split, every record with its ``status`` (empty, or why it is skipped): what `report` counts."""
     skips: dict[str, Any] = field(default_factory=dict, repr=False)
     """Per split, the `raycad.data.sources.SkipCounter` of records the readers dropped (bad_records=skip)."""
+    classes_declared: bool = True
+    """Whether the class names were given (config, task, file layout) rather than inferred from label ids."""
 
     @property
     def num_classes(self) -> int:
@@ -80,28 +80,51 @@ class PreparedData:
             read_skips = self.skips[name].report() if name in self.skips else None
             skipped: dict[str, int] = dict(read_skips.by_reason) if read_skips else {}
             splits[name] = {"records": 0, "skipped": skipped, "truncated": 0, "invalid_characters": 0,
+                            "records_with_invalid": 0, "rna_records": 0, "bases": 0, "labels": {},
                             "skipped_examples": list(read_skips.examples) if read_skips else []}
         for row in rows:
             entry = splits[row["split"]]
             if row["status"] == "":
                 entry["records"] += int(row["records"])
                 entry["truncated"] += int(row["truncated"])
+                label = int(row["label"])
+                entry["labels"][label] = entry["labels"].get(label, 0) + int(row["records"])
             else:
                 entry["skipped"][row["status"]] = entry["skipped"].get(row["status"], 0) + int(row["records"])
             entry["invalid_characters"] += int(row["invalid_characters"])
+            entry["records_with_invalid"] += int(row["records_with_invalid"])
+            entry["rna_records"] += int(row["rna_records"])
+            entry["bases"] += int(row["bases"])
+        for entry in splits.values():
+            entry["labels"] = dict(sorted(entry["labels"].items()))
         return {"source": self.source, "note": self.note, "class_names": list(self.class_names),
                 "max_length": self.max_length, "splits": splits}
 
+    def check(self, report: dict[str, Any]) -> None:
+        """Refuse data that would train a wrong model without an error (`raycad.data.records`): a single
+        class, a stray label id, a split that is mostly not DNA. Notes RNA read as DNA."""
+        splits = report["splits"]
+        for name, entry in splits.items():
+            records.check_invalid_fraction(name, entry["invalid_characters"], entry["bases"], self.source)
+        records.check_label_counts(splits["train"]["labels"], self.class_names, f"{self.source} [train]",
+                                   declared=self.classes_declared)
+        rna = sum(entry["rna_records"] for entry in splits.values())
+        if rna:
+            log.warning("%d record(s) hold U: read as RNA, with U as T", rna)
+
 
 # ---- prepare -----------------------------------------------------------------------------------------------------
-def prepare_datasets(cfg: FinetuneConfig) -> PreparedData:
-    """Resolve the data sources of ``cfg.data``, split, tokenize; returns lazy datasets (see module doc)."""
+def prepare_datasets(cfg: FinetuneConfig, plan: DataPlan | None = None) -> PreparedData:
+    """Resolve the data sources of ``cfg.data``, split, tokenize; returns lazy datasets (see module doc).
+
+    ``plan``: the `plan_data` of ``cfg`` when the caller already made it (before starting Ray).
+    """
     data = cfg.data
     task = get_task(data.task) if data.task else None
-    raw, source_classes, skips, source, note = _read_sources(cfg, task)
+    raw, source_classes, skips, source, note = _read_sources(cfg, plan or plan_data(cfg))
     known = task or (get_task(DEMO_TASK) if source.startswith("bundled:") else None)
-    class_names = list(data.class_names or (known.class_names if known else None) or source_classes
-                       or _infer_class_names(raw))
+    declared = data.class_names or (known.class_names if known else None) or source_classes
+    class_names = list(declared or _infer_class_names(raw, source))
     if task and data.class_names and len(data.class_names) != task.num_classes:
         raise ConfigError(f"data.class_names has {len(data.class_names)} names but task {task.name} has "
                           f"{task.num_classes} classes {list(task.class_names)}")
@@ -118,7 +141,7 @@ def prepare_datasets(cfg: FinetuneConfig) -> PreparedData:
     if data.limit:
         keyed = {name: ds.limit(data.limit) for name, ds in keyed.items()}
 
-    max_length = data.max_length or (known.max_length if known else None) or _longest(keyed)
+    max_length = data.max_length or (known.max_length if known else None) or _default_max_length(keyed, cfg)
     options = {"max_length": max_length, "truncation": data.truncation, "invalid_chars": data.invalid_chars,
                "bad_records": data.bad_records, "class_names": class_names}
     tokenized = {
@@ -128,84 +151,55 @@ def prepare_datasets(cfg: FinetuneConfig) -> PreparedData:
     }
     datasets = {name: preprocess.usable(tokenized[name]) for name in SPLITS if name in tokenized}
     return PreparedData(datasets=datasets, class_names=class_names, max_length=int(max_length), source=source,
-                        task=task, note=note, tokenized={n: tokenized[n] for n in datasets}, skips=skips)
+                        task=task, note=note, tokenized={n: tokenized[n] for n in datasets}, skips=skips,
+                        classes_declared=bool(declared))
 
 
-def _read_sources(cfg: FinetuneConfig, task: TaskInfo | None) -> tuple[dict[str, Any], list[str] | None,
-                                                                      dict[str, Any], str, str]:
+def _read_sources(cfg: FinetuneConfig, plan: DataPlan) -> tuple[dict[str, Any], list[str] | None,
+                                                                 dict[str, Any], str, str]:
     """Raw datasets per split (``sequence``, ``label``, ``id``), class names the sources imply (file layout),
     a skip counter per split for records the readers drop, a description and a note."""
     import ray.data
     from ray.data.expressions import col
 
-    data = cfg.data
-    if not data.train and task is None:
-        if not BUNDLED_DEMO.is_file():
-            raise FileNotFoundError(f"bundled demo data missing from the installed package: {BUNDLED_DEMO}")
+    if plan.source.startswith("bundled:"):
         demo = ray.data.read_parquet(str(BUNDLED_DEMO)).select_columns(["id", "sequence", "label", "split"])
         raw = {name: demo.filter(expr=col("split") == name).drop_columns(["split"]) for name in SPLITS}
-        return raw, None, {}, f"bundled:{BUNDLED_DEMO.name}", DEMO_NOTE
+        return raw, None, {}, plan.source, plan.note
 
-    from raycad.data.sources import SkipCounter, dataset_from_plan, options_from_config, plan_sources
+    from raycad.data.sources import SkipCounter, dataset_from_plan
 
-    if data.train:
-        uris = {"train": data.train, "validation": data.validation, "test": data.test}
-        source = data.train
-    else:  # a benchmark task from the Hugging Face hub
-        data = data.model_copy(update={"format": "hf"})
-        uris = {"train": task.hf_id, "validation": None, "test": task.hf_id}
-        source = f"huggingface:{task.hf_id}"
-    if task is not None:
-        data = data.model_copy(update={"class_names": data.class_names or list(task.class_names)})
-
-    if str(uris["train"]).startswith("healthomics://"):  # read sets, streamed by raycad.data.healthomics
+    if not plan.plans:  # HealthOmics read sets
         from raycad.data.sources import read_sequences
 
-        raw = {name: read_sequences(uri, data, split=name) for name, uri in uris.items() if uri}
-        return raw, data.class_names, {}, source, ""
-    plans = {"train": plan_sources(uris["train"], split="train", **options_from_config(data))}
-    class_names = data.class_names or plans["train"].class_names
-    if class_names:  # the other splits map labels exactly like train
-        data = data.model_copy(update={"class_names": list(class_names)})
-    for name in ("validation", "test"):
-        if uris[name]:
-            plans[name] = plan_sources(uris[name], split=name, **options_from_config(data))
-    if "test" not in plans and task is not None and data.train:
-        test_plan = _split_of(data.train, "test", options_from_config(data))
-        if test_plan is not None and not {f.path for f in test_plan.files} & {f.path for f in plans["train"].files}:
-            plans["test"] = test_plan
-    skips = {name: SkipCounter() for name in plans}
-    raw = {name: dataset_from_plan(plan, skips=skips[name]) for name, plan in plans.items()}
-    return raw, class_names, skips, source, ""
+        raw = {name: read_sequences(uri, plan.data, split=name) for name, uri in plan.uris.items() if uri}
+        return raw, plan.class_names, {}, plan.source, ""
+    skips = {name: SkipCounter() for name in plan.plans}
+    raw = {name: dataset_from_plan(p, skips=skips[name]) for name, p in plan.plans.items()}
+    return raw, plan.class_names, skips, plan.source, ""
 
 
-def _split_of(uri: str, split: str, options: dict[str, Any]) -> Any:
-    """The plan of ``split`` inside a dataset directory, or None when it has no such split."""
-    from raycad.data.sources import SourceError, plan_sources
-
-    try:
-        return plan_sources(uri, split=split, **options)
-    except SourceError:
-        return None
-
-
-def _infer_class_names(raw: dict[str, Any]) -> list[str]:
+def _infer_class_names(raw: dict[str, Any], source: str) -> list[str]:
     """Class names "0".."k" from the integer labels of the train split (one aggregation pass)."""
-    highest = raw["train"].max("label")
-    if highest is None:
-        raise ConfigError("cannot infer the classes: the training data has no labels; set data.class_names")
-    if not isinstance(highest, (int, np.integer)):
-        raise ConfigError(f"labels are {type(highest).__name__}s, not integer ids: set data.class_names")
-    return [str(i) for i in range(int(highest) + 1)]
+    return records.infer_class_names(raw["train"].max("label"), source)
 
 
-def _longest(keyed: dict[str, Any]) -> int:
-    """The longest sequence (in tokens) of all splits: the default ``max_length`` of a user's data."""
-    longest = max((ds.map_batches(preprocess.longest_sequence, batch_format="pyarrow").max("length") or 0)
-                  for ds in keyed.values())
-    if longest <= 0:
-        raise ConfigError("the data holds no sequences (every record is empty)")
-    return int(longest)
+def _default_max_length(keyed: dict[str, Any], cfg: FinetuneConfig) -> int:
+    """``max_length`` of a user's data: a high percentile of record lengths within the model's trained length
+    (`raycad.data.records.default_max_length`); the truncated records are counted in the data report."""
+    lengths = np.concatenate([np.zeros(0, np.int64)] + [  # an empty block may come without the column
+        np.asarray(batch.get("length", ()), dtype=np.int64) for ds in keyed.values()
+        for batch in ds.map_batches(preprocess.longest_sequence, batch_format="pyarrow").iter_batches(
+            batch_format="numpy", batch_size=None)])
+    trained = records.trained_length(cfg.model.pretrained or cfg.model.preset)
+    cap, truncated = records.default_max_length(lengths, trained)
+    if cap <= 0:
+        raise records.RecordError(f"{cfg.data.train}: the data holds no sequences (every record is empty)",
+                                  "empty_sequence")
+    log.info("max_length %d: the %g%% percentile of %d record lengths (longest %d%s); %d record(s) will be "
+             "truncated (set data.max_length to choose)", cap, records.MAX_LENGTH_PERCENTILE, len(lengths),
+             int(lengths.max(initial=0)), f", model trained at {trained}" if trained else "", truncated)
+    return cap
 
 
 # ---- batches -----------------------------------------------------------------------------------------------------

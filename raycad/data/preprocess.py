@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raycad.data.records import RecordError
+from raycad.data.records import RecordError, rna_to_dna
 from raycad.model.tokenizer import CaduceusTokenizer, reverse_complement_ids
 
 SKIP_REASONS = ("empty_sequence", "invalid_characters", "missing_label", "unknown_label", "label_out_of_range")
-STATUS_COLUMNS = ("status", "truncated", "n_invalid")
+STATUS_COLUMNS = ("status", "truncated", "n_invalid", "rna", "bases")
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -82,6 +82,7 @@ def tokenize_batch(batch: pa.Table, *, max_length: int, truncation: Literal["lef
     sequences = batch.column("sequence")
     if sequences.null_count:
         sequences = pc.fill_null(sequences, "")
+    sequences, rna = rna_to_dna(sequences)
     enc = tokenizer.encode_batch(sequences, max_length)
     labels, label_status = _labels(batch.column("label"), class_names)
 
@@ -112,6 +113,8 @@ def tokenize_batch(batch: pa.Table, *, max_length: int, truncation: Literal["lef
         "status": status.astype(str),
         "truncated": enc.truncated & (status == ""),
         "n_invalid": enc.n_invalid.astype(np.int32),
+        "rna": rna,
+        "bases": enc.lengths.astype(np.int64),
     }
 
 
@@ -157,16 +160,27 @@ def usable(ds: Any) -> Any:
 
 
 def summarize(batch: pa.Table, split: str = "") -> dict[str, np.ndarray]:
-    """One row per status in the batch: counts of records, truncated records and invalid characters."""
+    """One row per (status, label) in the batch: counts of records, truncated records, invalid characters,
+    RNA records (U read as T) and bases."""
     status = batch.column("status").to_numpy(zero_copy_only=False).astype(str)
-    truncated = batch.column("truncated").to_numpy(zero_copy_only=False)
-    n_invalid = batch.column("n_invalid").to_numpy()
-    names, inverse = np.unique(status, return_inverse=True)
+    labels = batch.column("label").to_numpy()
+    keys = np.char.add(np.char.add(status, "\t"), labels.astype(str))
+    names, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+
+    def per_group(column: str) -> np.ndarray:
+        values = batch.column(column).to_numpy(zero_copy_only=False).astype(np.int64)
+        return np.bincount(inverse, weights=values, minlength=len(names)).astype(np.int64)
+
     return {"split": np.full(len(names), split),
-            "status": names,
+            "status": status[first],
+            "label": labels[first].astype(np.int64),
             "records": np.bincount(inverse, minlength=len(names)),
-            "truncated": np.bincount(inverse, weights=truncated, minlength=len(names)).astype(np.int64),
-            "invalid_characters": np.bincount(inverse, weights=n_invalid, minlength=len(names)).astype(np.int64)}
+            "truncated": per_group("truncated"),
+            "invalid_characters": per_group("n_invalid"),
+            "records_with_invalid": np.bincount(inverse, weights=batch.column("n_invalid").to_numpy() > 0,
+                                                minlength=len(names)).astype(np.int64),
+            "rna_records": per_group("rna"),
+            "bases": per_group("bases")}
 
 
 # ---- splits ------------------------------------------------------------------------------------------------------

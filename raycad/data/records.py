@@ -99,6 +99,26 @@ def infer_class_names(highest: Any, source: str) -> list[str]:
     return [str(i) for i in range(int(highest) + 1)]
 
 
+def check_preview(display: str, preview: pa.Table, label_col: str | None, class_names: Sequence[str] | None,
+                  has_file_label: bool) -> None:
+    """The first rows of a table file (read before Ray starts): records present, labels usable."""
+    if preview.num_rows == 0:
+        raise RecordError(f"{display}: no records (the file has a header line only)", "empty_sequence")
+    if label_col is None or class_names or has_file_label:
+        return
+    labels = pc.utf8_trim_whitespace(preview.column(label_col).cast(pa.string()))
+    present = labels.filter(pc.invert(pc.fill_null(pc.equal(labels, ""), True)))
+    if len(present) == 0:
+        raise RecordError(f"{display}: the label column {label_col!r} is empty in the first "
+                          f"{preview.num_rows} records", "missing_label")
+    ints = pc.match_substring_regex(present, r"^-?\d+$")
+    decimals = pc.match_substring_regex(present, r"^-?\d+\.\d*$")
+    if not pc.all(ints).as_py() and pc.all(pc.or_(ints, decimals)).as_py():
+        example = present.filter(pc.invert(ints))[0].as_py()
+        raise RecordError(f"{display}: labels are decimal numbers ({example!r} in column {label_col!r}); write "
+                          f"integer class ids (0, 1, ...) or give data.class_names", "unknown_label")
+
+
 # ---- lengths -----------------------------------------------------------------------------------------------------
 
 
@@ -116,6 +136,16 @@ def default_max_length(lengths: np.ndarray, trained_length: int | None) -> tuple
     if trained_length:
         cap = min(cap, int(trained_length))
     return cap, int((lengths > cap).sum())
+
+
+def trained_length(model: str | None) -> int | None:
+    """The sequence length a released Caduceus was pretrained at, from its preset or repo name: "1k" -> 1024,
+    "131k" -> 131072 (the power of two the name rounds); None when the name does not say."""
+    import math
+    import re
+
+    match = re.search(r"[-_](\d+)k(?:[-_]|$)", str(model or ""))
+    return 1 << math.ceil(math.log2(int(match.group(1)) * 1000)) if match else None
 
 
 # ---- content -----------------------------------------------------------------------------------------------------

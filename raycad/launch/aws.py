@@ -15,15 +15,22 @@ from raycad.runtime import get_logger
 log = get_logger("raycad.launch.aws")
 
 
+MIN_PREFIX = {4: 16, 6: 48}
+"""The broadest SSH source range accepted: an IPv4 /16 (65,536 addresses) or an IPv6 /48."""
+
+
 def check_ssh_cidr(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """Parse `cidr`; refuse the whole internet (a /0) and malformed ranges."""
+    """Parse `cidr`; refuse malformed ranges and any range broader than `MIN_PREFIX` (not only a /0:
+    ``0.0.0.0/1`` is half the internet), and non-public ranges that cannot be where SSH comes from."""
     try:
         network = ipaddress.ip_network(cidr, strict=False)
     except ValueError as err:
         raise ConfigError(f"invalid SSH CIDR {cidr!r}: {err}") from None
-    if network.prefixlen == 0:
-        raise ConfigError(f"SSH CIDR {cidr!r} opens SSH to the whole internet; give your own address, "
-                          "e.g. 203.0.113.7/32")
+    if network.prefixlen < MIN_PREFIX[network.version]:
+        raise ConfigError(f"SSH CIDR {cidr!r} opens SSH to {network.num_addresses:,} addresses (broader than "
+                          f"/{MIN_PREFIX[network.version]}); give your own address, e.g. 203.0.113.7/32")
+    if network.is_unspecified or network.is_multicast or network.is_reserved:
+        raise ConfigError(f"SSH CIDR {cidr!r} is not a range SSH can come from")
     return network
 
 

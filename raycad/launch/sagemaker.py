@@ -1,7 +1,8 @@
 """Run a raycad job as a SageMaker training job: one Ray cluster across the job's GPU instances.
 
-`launch_sagemaker` packages the working tree (git-tracked and untracked-but-not-ignored files, never
-credentials: ``.aws``, ``.env``, keys, ``.git`` ...) into ``sourcedir.tar.gz`` on S3 and calls
+`launch_sagemaker` packages the checkout (git-tracked files, plus the files an explicit ``include`` list names;
+never anything that looks like a credential: ``.aws``, ``.env``, keys, service-account JSON, ``.s3cfg``,
+``terraform.tfvars``, kubeconfigs ...; at most `max_package_mb`) into ``sourcedir.tar.gz`` on S3 and calls
 ``create_training_job`` with an AWS PyTorch/CUDA training image. The image's training toolkit unpacks the
 tarball into ``/opt/ml/code`` on every host and runs `raycad.launch.bootstrap` there, which installs raycad,
 forms the Ray cluster and runs ``jobs/<job>.py`` with the given arguments on the head. The launcher then
@@ -36,17 +37,36 @@ MODEL_DIR = "/opt/ml/model"
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 ALWAYS_EXCLUDED = (
-    ".git", ".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud",
-    ".env", ".env.*", "*.env", ".envrc", ".netrc", ".pypirc", ".npmrc", ".git-credentials", "credentials",
-    "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "id_ecdsa*", "*.tfstate",
+    ".git", ".aws", ".ssh", ".gnupg", ".docker", ".kube", ".azure", ".config/gcloud", ".gcloud",
+    ".env", ".env.*", "*.env", ".envrc", ".netrc", ".pypirc", ".npmrc", ".git-credentials", ".s3cfg", ".boto",
+    ".pgpass", ".htpasswd", "credentials", "credentials.*", "*credentials*.json", "*-credentials.*",
+    "gcp-sa*.json", "*service-account*.json", "*service_account*.json", "client_secret*.json",
+    "secret", "secrets", "secret.*", "secrets.*", "*.secret", "*.secrets",
+    "*.tfvars", "*.tfvars.json", "*.tfstate", "*.tfstate.*", "kubeconfig", "kubeconfig*.yaml", "kubeconfig*.yml",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ovpn", "id_rsa*", "id_ed25519*", "id_ecdsa*",
+    "id_dsa*", "*.kdbx",
     "__pycache__", "*.pyc", ".venv", "venv", ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info",
-    "raycad_runs", "build", "dist", ".ipynb_checkpoints",
+    "raycad_runs", "raycad_sweeps", "build", "dist", ".ipynb_checkpoints",
 )
-"""Names (matched against every path component) and relative-path patterns never put in the package."""
+"""Names (matched against every path component) and relative-path patterns never put in the package (nor
+synced to cluster nodes: `cluster.yaml`'s ``rsync_exclude`` lists the same patterns)."""
 
-_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|SESSION_KEY",
-                          re.IGNORECASE)
+DEFAULT_MAX_PACKAGE_MB = 20.0
+
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|SESSION_KEY|API_?KEY"
+                          r"|AUTH(?!OR)|_PAT$|DSN$", re.IGNORECASE)
 _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+"""A URL with a password in it (``scheme://user:password@host``)."""
+
+
+def secret_in_value(value: str) -> str | None:
+    """What in ``value`` looks like a secret (an AWS key id, a URL with a password), or None."""
+    if _AWS_KEY_ID.search(value):
+        return "an AWS access key id"
+    if _URL_PASSWORD.search(value):
+        return "a URL with a password"
+    return None
 
 
 class SageMakerConfig(Config):
@@ -75,8 +95,13 @@ class SageMakerConfig(Config):
     extras: str = ""
     """pip extras installed with raycad in the container, e.g. "cuda" for the mamba-ssm kernels."""
     source_dir: str = "."
+    include: list[str] = Field(default_factory=list)
+    """Glob patterns of files to package besides the git-tracked ones (e.g. ``["configs/*.yaml"]``); secrets
+    (`ALWAYS_EXCLUDED`) stay out whatever they match."""
     exclude: list[str] = Field(default_factory=list)
-    """Extra glob patterns left out of the source package (on top of `ALWAYS_EXCLUDED` and .gitignore)."""
+    """Extra glob patterns left out of the source package (on top of `ALWAYS_EXCLUDED`)."""
+    max_package_mb: float = Field(DEFAULT_MAX_PACKAGE_MB, gt=0)
+    """Refuse to upload a source package larger than this (data belongs on S3, not in the code package)."""
     environment: dict[str, str] = Field(default_factory=dict)
     """Extra container environment variables. Names that look like secrets are refused: use the role."""
     subnets: list[str] = Field(default_factory=list)
@@ -92,17 +117,19 @@ class SageMakerConfig(Config):
     @classmethod
     def _no_secrets(cls, env: dict[str, str]) -> dict[str, str]:
         for key, value in env.items():
-            if _SECRET_NAME.search(key) or _AWS_KEY_ID.search(value):
-                raise ValueError(f"environment variable {key!r} looks like a credential; the job gets AWS "
-                                 "access from its role_arn and must not carry secrets")
+            found = "its name" if _SECRET_NAME.search(key) else secret_in_value(value)
+            if found:
+                raise ValueError(f"environment variable {key!r} looks like a credential ({found}); the job gets "
+                                 "AWS access from its role_arn and must not carry secrets")
         return env
 
     @field_validator("job_args")
     @classmethod
     def _no_keys_in_args(cls, args: list[str]) -> list[str]:
         for arg in args:
-            if _AWS_KEY_ID.search(arg):
-                raise ValueError("job_args contain what looks like an AWS access key id; use the job's role")
+            found = secret_in_value(arg)
+            if found:
+                raise ValueError(f"job_args contain what looks like {found}; use the job's role")
         return args
 
 
@@ -131,26 +158,39 @@ def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
                for pat in patterns)
 
 
-def list_source_files(source_dir: str | Path, exclude: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Relative paths to package: git's view (tracked + untracked, minus .gitignore) or a directory walk."""
+def list_source_files(source_dir: str | Path, exclude: list[str] | tuple[str, ...] = (),
+                      include: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Relative paths to package: git-tracked files plus those matching ``include`` (outside git: ``include``
+    only, or every file when ``include`` is empty), minus `ALWAYS_EXCLUDED` and ``exclude``."""
     root = Path(source_dir).resolve()
     patterns = ALWAYS_EXCLUDED + tuple(exclude)
+    every = [p.relative_to(root).as_posix() for p in root.rglob("*") if ".git" not in p.relative_to(root).parts]
     try:
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], capture_output=True, check=True).stdout
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached"], capture_output=True,
+                             check=True).stdout
         candidates = [p for p in out.decode().split("\0") if p]
     except (OSError, subprocess.CalledProcessError):
-        candidates = [str(p.relative_to(root)) for p in root.rglob("*")]
+        candidates = [] if include else every
+    candidates += [rel for rel in every if any(fnmatch.fnmatch(rel, pat) for pat in include)]
     return sorted(rel for rel in set(candidates)
                   if (root / rel).is_file() and not (root / rel).is_symlink() and not _excluded(rel, patterns))
 
 
-def build_source_tarball(source_dir: str | Path, exclude: list[str] | tuple[str, ...] = ()) -> bytes:
-    """The gzip tarball SageMaker unpacks into /opt/ml/code (paths relative to `source_dir`)."""
+def build_source_tarball(source_dir: str | Path, exclude: list[str] | tuple[str, ...] = (),
+                         include: list[str] | tuple[str, ...] = (),
+                         max_mb: float = DEFAULT_MAX_PACKAGE_MB) -> bytes:
+    """The gzip tarball SageMaker unpacks into /opt/ml/code (paths relative to `source_dir`); refuses more than
+    ``max_mb`` of files, naming the largest."""
     root = Path(source_dir).resolve()
-    files = list_source_files(root, exclude)
+    files = list_source_files(root, exclude, include)
     if "pyproject.toml" not in files or BOOTSTRAP_PROGRAM not in files:
         raise ConfigError(f"{root} is not a raycad checkout (pyproject.toml and {BOOTSTRAP_PROGRAM} needed)")
+    sizes = {rel: (root / rel).stat().st_size for rel in files}
+    total = sum(sizes.values())
+    if total > max_mb * 2**20:
+        largest = ", ".join(f"{rel} ({n / 2**20:.1f} MB)" for rel, n in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+        raise ConfigError(f"the source package would hold {total / 2**20:.1f} MB (limit {max_mb:g} MB; largest: "
+                          f"{largest}); put data on S3, add patterns to exclude, or raise max_package_mb")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for rel in files:
@@ -283,7 +323,7 @@ def launch_sagemaker(cfg: SageMakerConfig, *, sagemaker_client: Any = None, s3_c
     key = "/".join(p for p in (prefix, job_name, "source", "sourcedir.tar.gz") if p)
     code_uri = f"s3://{bucket}/{key}"
 
-    package = build_source_tarball(cfg.source_dir, cfg.exclude)
+    package = build_source_tarball(cfg.source_dir, cfg.exclude, cfg.include, cfg.max_package_mb)
     log.info(f"uploading the source package ({len(package) / 1e6:.2f} MB) to {code_uri}")
     s3.upload_fileobj(io.BytesIO(package), bucket, key)
 

@@ -218,12 +218,27 @@ def export_model(model: nn.Module, directory: str | os.PathLike, *, meta: dict[s
 
 def load_exported(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """An exported classifier (eval mode, CPU) and its ``raycad.json`` metadata."""
+    from raycad.data.records import RecordError
     from raycad.model import CaduceusForSequenceClassification
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory} is not an exported model directory (no config.json)")
     meta_path = directory / EXPORT_META_NAME
+    for path in (directory / "config.json", meta_path):  # name the broken file, not just "JSONDecodeError"
+        if path.is_file():
+            try:
+                json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise RecordError(f"{path}: not valid JSON ({err})", "unreadable_file") from None
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    model = CaduceusForSequenceClassification.from_pretrained(str(directory))
+    try:
+        model = CaduceusForSequenceClassification.from_pretrained(str(directory))
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError" and not isinstance(err, (OSError, EOFError)):
+            raise
+        weights = next((p for p in (directory / "model.safetensors", directory / "pytorch_model.bin")
+                        if p.is_file()), directory)
+        raise RecordError(f"{weights}: cannot load the weights ({' '.join(str(err).split())})",
+                          "unreadable_file") from None
     return model.eval(), meta

@@ -28,6 +28,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_run_args(p)
     p.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation of the training split "
                    "(train.cv_folds; the paper's protocol: mean and max - min over folds)")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--continue-stored", dest="resume_policy", action="store_const", const="stored",
+                        help="resume --name with the config it was started with, ignoring changes")
+    resume.add_argument("--fresh", dest="resume_policy", action="store_const", const="fresh",
+                        help="start --name over (the previous run directory is moved aside)")
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model on labeled data")
@@ -64,16 +69,19 @@ def _data_fields(arg: str | None) -> dict[str, Any]:
 
 def _finetune(args: argparse.Namespace) -> int:
     from raycad.config import FinetuneConfig
-    from raycad.train.trainer import default_run_name
+    from raycad.data.plan import plan_data
+    from raycad.train.trainer import default_run_name, resolve_resume
 
     fields = {**_data_fields(args.data), **run_fields(args), "train.cv_folds": args.cv}
     cfg = config_from_args(FinetuneConfig, args, **fields)
     cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
+    cfg = resolve_resume(cfg, args.resume_policy or "refuse")  # a changed config: refused before Ray starts
+    plan = plan_data(cfg)  # missing files, empty tables, unusable labels: fail now, not after Ray started
 
     def run(cfg: FinetuneConfig) -> None:
         from raycad.train.trainer import finetune
 
-        finetune(cfg)
+        finetune(cfg, plan=plan)
 
     return run_training_verb("finetune", cfg, args, run)
 
@@ -111,10 +119,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides({f"data.{k}": v for k, v in data.items()})
     if args.overrides:
         cfg = cfg.with_overrides(args.overrides)
-    init_ray()
     from raycad.data import prepare_datasets
+    from raycad.data.plan import plan_data
 
-    prepared = prepare_datasets(cfg)
+    plan = plan_data(cfg)  # before Ray starts
+    init_ray()
+    prepared = prepare_datasets(cfg, plan)
     if split not in prepared.datasets:
         raise SystemExit(f"raycad evaluate: the data has no {split!r} split (has {sorted(prepared.datasets)})")
     start = time.perf_counter()

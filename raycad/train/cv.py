@@ -114,6 +114,7 @@ def finetune_cv(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
     cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
     data = prepare_datasets(cfg)
     data_report = data.report()
+    data.check(data_report)  # a single class, a stray label, non-DNA: an error before any fold trains
     cache_small_data(data, cfg, sum(split["records"] for split in data_report["splits"].values()))
     folds, sizes = fold_datasets(data, k, seed)
     log.info("%d folds of the training split, records per fold and class: %s", k, sizes.tolist())

@@ -37,7 +37,12 @@ def read_records(path: str | Path, sequence_column: str = "sequence", id_column:
     if suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif suffix in TABLE_SUFFIXES:
-        frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], dtype={sequence_column: str})
+        try:
+            frame = pd.read_csv(path, sep=TABLE_SUFFIXES[suffix], dtype={sequence_column: str})
+        except pd.errors.EmptyDataError:
+            from raycad.data.records import RecordError
+
+            raise RecordError(f"{path}: empty file (no header, no records)", "unreadable_file") from None
     else:
         raise ValueError(f"{path}: unsupported input (expected FASTA/FASTQ, .csv, .tsv or .parquet)")
     if sequence_column not in frame.columns:

@@ -136,4 +136,20 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_row("train sequences/s", fmt(results.get("train_sequences_per_s")))
     table.add_row("wall time", f"{results['timings']['total_s']:.0f} s",
                   *([f"{baseline['fit_time_s']:.0f} s"] if baseline else []))
+    splits = (results.get("data") or {}).get("splits") or {}
+    if splits:
+        table.add_section()
+        for label, key in (("records", "records"), ("skipped", "skipped"), ("truncated", "truncated"),
+                           ("with [UNK]", "records_with_invalid"), ("RNA (U read as T)", "rna_records")):
+            values = {name: sum(entry[key].values()) if isinstance(entry.get(key), dict) else int(entry.get(key) or 0)
+                      for name, entry in splits.items()}
+            if key != "records" and not any(values.values()):
+                continue
+            shown = " / ".join(f"{values[name]:,}" for name in splits)
+            warn = key != "records" and key != "rna_records"
+            table.add_row(f"{label} ({'/'.join(_SHORT.get(n, n) for n in splits)})",
+                          f"[yellow]{shown}[/]" if warn else shown)
     return table
+
+
+_SHORT = {"train": "train", "validation": "val", "test": "test"}

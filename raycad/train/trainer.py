@@ -62,6 +62,85 @@ class FinetuneResult:
         return self.run_dir / "results.json"
 
 
+# ---- resuming ----------------------------------------------------------------------------------------------------
+
+RESUME_MAY_CHANGE = ("scaling.", "run.max_failures", "run.checkpoints_to_keep", "run.export_model",
+                     "train.eval_batch_size", "train.torch_threads")
+"""Config keys a resumed run may change: how it runs, not what it trains."""
+
+ResumePolicy = str
+""""refuse" (default: a changed config is an error), "stored" (continue with the stored config), "fresh"."""
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "overrides":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(stored: FinetuneConfig, new: FinetuneConfig) -> list[str]:
+    """``key: stored -> new`` for every field that differs and that a resume may not change."""
+    old, cur = _flat(stored.to_dict()), _flat(new.to_dict())
+    return [f"{key}: {old.get(key)!r} -> {cur.get(key)!r}" for key in sorted(set(old) | set(cur))
+            if old.get(key) != cur.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
+
+
+def resolve_resume(cfg: FinetuneConfig, policy: ResumePolicy = "refuse") -> FinetuneConfig:
+    """The config to run with when ``<output_dir>/<run.name>`` already holds a run (checked before Ray starts).
+
+    A new run, or an unchanged one, runs as given. A changed one is refused listing the differences, unless
+    ``policy`` is "stored" (continue with the stored config; only `RESUME_MAY_CHANGE` keys come from ``cfg``)
+    or "fresh" (the old run directory is moved aside to ``<name>.replaced-<timestamp>`` and a new run starts).
+    """
+    from raycad.config import ConfigError
+
+    if cfg.run.name is None:
+        return cfg
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return cfg
+    stored = FinetuneConfig.from_file(saved)
+    differences = config_differences(stored, cfg)
+    if not differences:
+        return cfg
+    if policy == "stored":
+        keep = {k: v for k, v in _flat(cfg.to_dict()).items() if k.startswith(RESUME_MAY_CHANGE)}
+        log.info("resuming %s with its stored config (ignoring: %s)", cfg.run.name, "; ".join(differences))
+        return stored.with_overrides(keep)
+    if policy == "fresh":
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        log.info("starting %s afresh; the previous run was moved to %s", cfg.run.name, aside)
+        return cfg
+    raise ConfigError(f"run {cfg.run.name!r} in {run_dir} was started with a different config "
+                      f"({'; '.join(differences)}); resuming would mix the two. Pass --continue-stored to "
+                      f"resume it as it was, or --fresh to start over (the old run is kept aside), or "
+                      f"choose another --name")
+
+
+def check_resumed_data(run_dir: Path, class_names: list[str], max_length: int) -> None:
+    """Record the classes and length a run trains on (first attempt), or refuse a resume whose data differ."""
+    import json
+
+    from raycad.config import ConfigError
+
+    path = run_dir / "data.json"
+    current = {"class_names": list(class_names), "max_length": int(max_length)}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        changed = [f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in current if stored.get(k) != current[k]]
+        if changed:
+            raise ConfigError(f"run {run_dir.name!r} was trained on other data ({'; '.join(changed)}): its "
+                              f"checkpoints cannot continue on this data; use --fresh or another --name")
+        return
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
 # ---- trainer -----------------------------------------------------------------------------------------------------
 
 
@@ -247,9 +326,10 @@ def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict[str
     return pick(candidates, key=lambda cm: (cm[1][metric], -cm[1].get("epoch", 0)))
 
 
-def start_run(cfg: Any, default_name: str) -> tuple[Any, str, Path]:
-    """Name the run (``cfg.run.name`` or ``default_name``), create ``<output_dir>/<name>`` holding the run's
-    ``config.yaml``, start or join Ray; returns ``(cfg with run.name set, name, run_dir)``."""
+def start_run(cfg: Any, default_name: str, *, save_config: bool = True) -> tuple[Any, str, Path]:
+    """Name the run (``cfg.run.name`` or ``default_name``), create ``<output_dir>/<name>`` (holding the run's
+    ``config.yaml`` unless ``save_config`` is False: the caller writes it later), start or join Ray; returns
+    ``(cfg with run.name set, name, run_dir)``."""
     from ray.data import DataContext
 
     from raycad.runtime import init_ray
@@ -258,18 +338,20 @@ def start_run(cfg: Any, default_name: str) -> tuple[Any, str, Path]:
     cfg = cfg.with_overrides({"run.name": name})
     run_dir = Path(cfg.run.output_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
+    if save_config:
+        cfg.save(run_dir / "config.yaml")
     init_ray()
     DataContext.get_current().enable_progress_bars = False  # the run's own progress lines are the display
     return cfg, name, run_dir
 
 
 def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | None = None,
-             data_report: dict[str, Any] | None = None) -> FinetuneResult:
+             data_report: dict[str, Any] | None = None, plan: Any = None) -> FinetuneResult:
     """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc).
 
     With ``train.cv_folds`` >= 2 this is k-fold cross-validation (`raycad.train.cv.finetune_cv`). ``data``
     (with its ``data_report``) = already prepared, materialized data: one fold of a cross-validation.
+    ``plan``: `raycad.data.plan.plan_data` of ``cfg`` when the caller made it before starting Ray.
     """
     if cfg.train.cv_folds and data is None:
         from raycad.train.cv import finetune_cv
@@ -277,6 +359,7 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
         return finetune_cv(cfg, show=show)
     from raycad.baseline import baseline_step
     from raycad.data import prepare_datasets
+    from raycad.data.plan import plan_data
     from raycad.data.splits import audit_splits, collect_records
     from raycad.train import report
     from raycad.train.checkpoint import export_model, load_model_from_checkpoint
@@ -285,15 +368,24 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
     if lora_on_random_init(cfg):
         log.warning(LORA_ON_RANDOM_INIT)
     t0 = time.perf_counter()
-    cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
     prepare = data is None
     if prepare:
-        data = prepare_datasets(cfg)
+        # A changed config never resumes silently; sources are listed and checked before Ray starts.
+        cfg = resolve_resume(cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)}))
+        plan = plan or plan_data(cfg)
+        cfg, name, run_dir = start_run(cfg, cfg.run.name, save_config=False)  # config.yaml: when training starts
+        data = prepare_datasets(cfg, plan)
         data_report = data.report()
+        data.check(data_report)  # a single class, a stray label, non-DNA: an error before training
+    else:
+        cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
     counts = {name: split["records"] for name, split in data_report["splits"].items()}
     num_train = counts["train"]
     if prepare:
         cache_small_data(data, cfg, sum(counts.values()))
+        check_resumed_data(run_dir, data.class_names, data.max_length)
+        if not (run_dir / "config.yaml").is_file():  # written when training starts; a resumed run keeps its own
+            cfg.save(run_dir / "config.yaml")
     log.info("data: %s classes %s, max_length %d, %d training records", data.num_classes, data.class_names,
              data.max_length, num_train)
     records = collect_records(data, cfg.baseline.max_records)  # ids, sequence hashes, token ids

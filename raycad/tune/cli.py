@@ -49,20 +49,35 @@ def parse_tasks(text: str) -> list[str | dict[str, object]]:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
     from raycad.config import ConfigError
-    from raycad.tune.sweep import SweepConfig, resume_sweep, run_sweep
+    from raycad.runtime import console, note_interrupt_hint, quiet_output
+    from raycad.tune.sweep import SweepConfig, resume_sweep, run_sweep, sweep_dir_of
 
     if args.resume:
         given = [flag for flag, value in (("--tasks", args.tasks), ("--num-samples", args.num_samples),
                                           ("--config", args.config), ("--set", args.overrides)) if value]
         if given:
             raise ConfigError(f"--resume continues the saved sweep as it was; drop {', '.join(given)}")
-        resume_sweep(args.resume)
+        note_interrupt_hint(f"resume with --resume {args.resume}")
+        with quiet_output(Path(args.resume) / "raycad.log", verbose=args.verbose, worker_lines=False) as log:
+            if log is not None:
+                console.print(f"raycad tune: resuming {args.resume} (Ray's own logs: {log}; --verbose shows them)")
+            resume_sweep(args.resume)
         return 0
     fields = {"tasks": parse_tasks(args.tasks) if args.tasks else None, "num_samples": args.num_samples,
               "trial_workers": args.trial_workers, "gpu": args.gpu, "max_concurrent": args.max_concurrent,
               "base.train.epochs": args.epochs, "seed": args.seed, "output_dir": args.output, "name": args.name,
               "storage_path": args.storage, "address": args.address}
     cfg = config_from_args(SweepConfig, args, **fields)
-    run_sweep(cfg)
+    if cfg.name is None:
+        cfg = cfg.with_overrides({"name": f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"})
+    out = sweep_dir_of(cfg)
+    note_interrupt_hint(f"resume with --resume {out}")
+    with quiet_output(out / "raycad.log", verbose=args.verbose, worker_lines=False) as log:
+        if log is not None:
+            console.print(f"raycad tune: sweep {cfg.name} (Ray's own logs: {log}; --verbose shows them)")
+        run_sweep(cfg)
     return 0

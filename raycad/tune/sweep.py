@@ -39,9 +39,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from raycad.config import Config, ConfigError, FinetuneConfig
+from raycad.config import Config, ConfigError, FinetuneConfig, check_run_name
 from raycad.runtime import console, get_logger
 from raycad.tune.space import SearchSpace, TrialParams, apply, describe
 
@@ -108,9 +108,14 @@ class SweepConfig(Config):
     evaluate_test: bool = True
     """Evaluate the best trial's best checkpoint on the test split."""
     name: str | None = None
-    """Sweep name; None = ``sweep-<timestamp>``."""
+    """Sweep name; None = ``sweep-<timestamp>``. A plain name (a directory under output_dir)."""
     output_dir: str = "raycad_sweeps"
     """Local directory for summaries and best configs: ``<output_dir>/<name>``."""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        return check_run_name(name)
     storage_path: str | None = None
     """Where Tune experiments and trial checkpoints go (local path or s3://); None = ``<output_dir>/<name>/ray``."""
     address: str | None = None
@@ -389,6 +394,7 @@ def _prepare(task: TaskRun, materialize: bool) -> tuple[PreparedData, int]:
     from raycad.data import prepare_datasets
 
     data = prepare_datasets(task.cfg)
+    data.check(data.report())  # a single class, a stray label, non-DNA: an error before any trial
     if materialize:
         data = dataclasses.replace(data, datasets={k: ds.materialize() for k, ds in data.datasets.items()})
     num_train = data.datasets["train"].count()
