@@ -363,3 +363,27 @@ def test_model_scan_impl_config_reaches_the_scan(monkeypatch):
     assert scan.scan_path() == "chunked"
     with pytest.raises(ConfigError, match="scan_impl"):
         FinetuneConfig().with_overrides({"model.scan_impl": "fastest"})
+
+
+@needs_numba
+@pytest.mark.parametrize("length", [1, 2, 9])
+def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length):
+    """The numba depthwise causal conv (used when the scan runs fused) against the shifted multiply-adds."""
+    from raycad.model.modeling import _causal_conv_silu
+
+    g = torch.Generator().manual_seed(length)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((length, 3, 5), (5, 4), (5,)))
+
+    def value_and_grads(impl):
+        monkeypatch.setattr(scan, "_configured", impl)
+        args = [t.clone().requires_grad_() for t in (x, w, b)]
+        out = _causal_conv_silu(*args)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), args)
+        return {"out": out, **dict(zip(("x", "w", "b"), grads))}
+
+    assert_close(value_and_grads("fused"), value_and_grads("chunked"), rtol=1e-12)
+    inputs = tuple(t.float().requires_grad_() for t in (x, w, b))
+    monkeypatch.setattr(scan, "_configured", "fused")
+    assert torch.autograd.gradcheck(lambda *a: _causal_conv_silu(*a).double(), tuple(t.double().requires_grad_()
+                                    for t in (x, w, b)), eps=1e-6, atol=1e-7)
+    assert _causal_conv_silu(*inputs).dtype == torch.float32

@@ -1,4 +1,5 @@
-"""The fused CPU selective scan: numba kernels for forward and backward (imported lazily by `raycad.model.scan`).
+"""The fused CPU selective scan: numba kernels for forward and backward (imported lazily by `raycad.model.scan`),
+and the depthwise causal conv of the Mamba mixer that runs beside it (`conv_forward`, `conv_backward`).
 
 The kernels compute the recurrence itself, ``x[t] = exp(delta'[t] A) x[t-1] + delta'[t] u[t] B[t]``,
 ``y[t] = sum_n C[t] x[t]``; delta_bias, softplus, D and the z gate are vectorised torch ops around them (see
@@ -198,6 +199,42 @@ def scan_backward(u, dt, A2t, At, Bm, Cm, states, gy, glast, k, fast, chunk, wid
             for h in range(w):
                 for n in range(n_state):
                     gA[b, c0 + h, n] = gAb[n, h]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_forward(x, wT, bias, out):
+    """Causal depthwise conv1d on time-major ``x`` [L, b, c] with ``wT`` [K, c] (the weight transposed) and
+    ``bias`` [c]: ``out[t] = bias + sum_k wT[k] x[t - K + 1 + k]`` (terms before the start left out)."""
+    length, batch, chans = x.shape
+    kernel = wT.shape[0]
+    for b in prange(batch):
+        for t in range(length):
+            for c in range(chans):
+                out[t, b, c] = bias[c]
+            for k in range(max(0, kernel - 1 - t), kernel):
+                s = t - kernel + 1 + k
+                for c in range(chans):
+                    out[t, b, c] += wT[k, c] * x[s, b, c]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_backward(x, wT, gout, gx, gw_rows, gb_rows):
+    """Backward of `conv_forward`: ``gx`` [L, b, c]; per batch row the weight gradient ``gw_rows`` [b, K, c]
+    and the bias gradient ``gb_rows`` [b, c]."""
+    length, batch, chans = x.shape
+    kernel = wT.shape[0]
+    for b in prange(batch):
+        gw_rows[b] = 0
+        gb_rows[b] = 0
+        for s in range(length):
+            for c in range(chans):
+                gx[s, b, c] = 0
+                gb_rows[b, c] += gout[s, b, c]
+            for k in range(max(0, s + kernel - length), kernel):
+                t = s + kernel - 1 - k  # the output step that reads x[s] with tap k
+                for c in range(chans):
+                    gx[s, b, c] += gout[t, b, c] * wT[k, c]
+                    gw_rows[b, k, c] += gout[t, b, c] * x[s, b, c]
 
 
 def numba_version() -> str:

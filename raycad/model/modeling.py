@@ -47,7 +47,7 @@ from transformers.modeling_outputs import (
 
 from raycad.model.configuration import CaduceusConfig
 from raycad.model.kernels import fused_kernels
-from raycad.model.scan import selective_scan
+from raycad.model.scan import fused_scan_kernels, scan_path, selective_scan
 from raycad.runtime import get_logger
 
 log = get_logger("raycad.model")
@@ -114,11 +114,39 @@ def _rc_norm(x: Tensor, norm: nn.Module) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
+class _FusedCausalConv(torch.autograd.Function):
+    """Causal depthwise conv1d (no activation) on time-major ``[L, B, C]`` by the numba CPU kernels that also
+    run the fused selective scan: one pass forward, one backward (no padded copy, no per-tap temporaries)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        kernels = fused_scan_kernels()
+        wT = weight.t().contiguous()
+        out = torch.empty_like(x)
+        b = bias if bias is not None else x.new_zeros(x.shape[-1])
+        kernels.conv_forward(x.detach().numpy(), wT.detach().numpy(), b.detach().contiguous().numpy(),
+                             out.numpy())
+        ctx.save_for_backward(x, wT)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, gout: Tensor):
+        kernels = fused_scan_kernels()
+        x, wT = ctx.saved_tensors
+        batch = x.shape[1]
+        gx, gw_rows, gb_rows = torch.empty_like(x), x.new_empty(batch, *wT.shape), x.new_empty(batch, x.shape[-1])
+        kernels.conv_backward(x.detach().numpy(), wT.detach().numpy(), gout.contiguous().numpy(), gx.numpy(),
+                              gw_rows.numpy(), gb_rows.numpy())
+        return gx, gw_rows.sum(0).t(), gb_rows.sum(0) if ctx.has_bias else None
+
+
 def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``silu(causal depthwise conv1d(x))`` on time-major ``x`` ``[L, B, C]`` with ``weight`` ``[C, K]``.
 
-    Uses ``causal_conv1d_fn`` when `fused_kernels` gives it (CUDA), else K shifted multiply-adds (the same sums
-    as ``nn.Conv1d(C, C, K, groups=C, padding=K-1)`` truncated to L). Either way the output has ``x``'s dtype
+    Uses ``causal_conv1d_fn`` when `fused_kernels` gives it (CUDA), the numba CPU kernel when the selective scan
+    runs fused (`raycad.model.scan.scan_path`), else K shifted multiply-adds (the same sums as
+    ``nn.Conv1d(C, C, K, groups=C, padding=K-1)`` truncated to L). Either way the output has ``x``'s dtype
     (bf16 under autocast), as the selective scan kernel needs u, delta, B, C and z in one dtype.
     """
     length, kernel = x.shape[0], weight.shape[-1]
@@ -128,6 +156,9 @@ def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         bias = None if bias is None else bias.to(x.dtype)
         out = conv_fn(x.permute(1, 2, 0).contiguous(), weight.to(x.dtype), bias, activation="silu")
         return out.permute(2, 0, 1)
+    if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.float64) and scan_path(x.device) == "fused":
+        _log_once("conv-numba", "Caduceus depthwise conv: fused numba kernel (cpu)")
+        return F.silu(_FusedCausalConv.apply(x.contiguous(), weight, bias))
     _log_once(f"conv-{x.device.type}", f"Caduceus depthwise conv: pure PyTorch ({x.device.type})")
     dtype = x.dtype
     xpad = F.pad(x.to(weight.dtype), (0, 0, 0, 0, kernel - 1, 0))  # computed in the weights' dtype (fp32)

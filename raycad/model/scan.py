@@ -396,12 +396,23 @@ def _fused_kernels() -> Any:
     try:
         kernels = _kernel_module()
         _run_fused(*[torch.ones(s) for s in ((2, 2, 3), (2, 2, 3), (2, 2), (2, 1, 2, 3))])
+        x, w = torch.ones(3, 2, 2).numpy(), torch.ones(4, 2).numpy()  # the depthwise conv beside the scan
+        kernels.conv_forward(x, w, w[0], x.copy())
+        kernels.conv_backward(x, w, x, x.copy(), torch.ones(2, 4, 2).numpy(), w[:2].copy())
     except Exception as exc:  # noqa: BLE001 - no numba (ImportError) or any numba/LLVM compile error: fall back
         reason = str(exc).splitlines()[0] if str(exc) else ""
         log.warning("fused selective scan unavailable (%s: %s); using the chunked scan", type(exc).__name__, reason)
         return None
     log.info("fused selective scan: numba %s kernels ready in %.1f s (cache: %s)", kernels.numba_version(),
              time.perf_counter() - start, os.environ.get("NUMBA_CACHE_DIR", "numba default"))
+    return kernels
+
+
+def fused_scan_kernels() -> Any:
+    """The numba kernels module (`raycad.model._scan_numba`), its thread count set to torch's; only call when
+    `fused_available`."""
+    kernels = _kernel_module()
+    _numba_threads(kernels)
     return kernels
 
 
