@@ -145,7 +145,8 @@ def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     from raycad.config import FinetuneConfig
     from raycad.data.loader import BUNDLED_DEMO
-    from raycad.train.predict import predict_proba
+    from raycad.data.batching import PaddingRule
+    from raycad.infer import ModelSpec, Predictor
 
     load_before = _load()
     model_dir, pre = _pretrain_export(args)
@@ -159,8 +160,10 @@ def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             cfg = FinetuneConfig.load(overrides=[*extra, f"train.seed={seed}", "train.batch_size=32"])
             start = time.perf_counter()
             model, _ = train_plain(cfg, batches, args.threads, records=args.finetune_records)
+            spec = ModelSpec(("0", "1"), PaddingRule(251, "max_length"), conjoin=True)
             with torch.inference_mode():
-                probs = predict_proba(model, test.sequence.tolist(), max_length=251, conjoin=True)
+                out = Predictor.from_model(model, spec, device="cpu")({"sequence": test.sequence.to_numpy()})
+            probs = np.stack([out["prob_0"], out["prob_1"]], axis=1)
             labels = test.label.to_numpy()
             runs[kind].append({"seed": seed, "test_accuracy": float((probs.argmax(1) == labels).mean()),
                                "test_auroc": float(roc_auc_score(labels, probs[:, 1])),

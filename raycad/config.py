@@ -308,7 +308,14 @@ class DataSection(SourceSection):
     max_length: int | None = Field(None, ge=1)
     """Token length; None = the task's published max_length, or for a user's data the 99th percentile of record
     lengths capped at the model's trained length (records above it are truncated, and counted)."""
-    padding: Literal["max_length", "longest"] = "max_length"
+    padding: Literal["max_length", "longest"] = "longest"
+    """Width of a batch: "longest" = its longest record rounded up to `pad_multiple` (capped at `max_length`),
+    "max_length" = always `max_length`. Recorded in the exported raycad.json; evaluate/predict follow it."""
+    pad_multiple: int = Field(16, ge=1)
+    """With padding "longest": batch widths are multiples of this (few distinct shapes)."""
+    length_buckets: bool = True
+    """With padding "longest" and records of different widths: train on length-bucketed batches (records of
+    similar length together, see `raycad.data.batching.bucket_dataset`)."""
     truncation: Literal["left", "right", "center"] = "right"
     """Where an over-long sequence is cut (Hugging Face ``truncation_side``): "right" cuts the end and keeps the
     start (the paper's pipeline), "left" keeps the end, "center" cuts both ends equally and keeps the middle."""

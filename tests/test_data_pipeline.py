@@ -157,7 +157,7 @@ def test_collator_augments_deterministically_per_record_and_conjoins():
     assert (BatchCollator(rc_prob=1.0)(batch)["input_ids"].numpy() ==
             reverse_complement_ids(ids.astype(np.int64), padding_side="left")).all()
 
-    conj = BatchCollator(conjoin=True, pad_to_longest=True)(batch)["input_ids"]
+    conj = BatchCollator(conjoin=True, padding="longest")(batch)["input_ids"]
     assert tuple(conj.shape) == (len(ids), 6, 2)
     np.testing.assert_array_equal(conj[..., 1].numpy(), reverse_complement_ids(ids[:, 2:].astype(np.int64)))
 

@@ -5,6 +5,7 @@ data (bundled demo rows, 64 bp) and a tiny Caduceus keep each fit short."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ def tiny_cfg(tiny_data: dict[str, Path], tmp_path: Path, **overrides) -> Finetun
 
 def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_path, capsys) -> None:
     from raycad.cli import main
+    from raycad.infer import Predictor, read_spec
     from raycad.train.checkpoint import load_exported, load_model_from_checkpoint
-    from raycad.train.predict import predict_proba
 
     out = tmp_path / "runs"
     args = ["finetune", str(tiny_data["train"]), "--workers", "2", "--epochs", "2", "--output", str(out),
@@ -69,14 +70,21 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
     assert 0 < trainable < total
     assert len(pd.read_csv(run / "metrics.csv")) == 2
     assert (run / "learning_curve.png").stat().st_size > 1000
+    # the test evaluation ran on Ray Data actors, not in this (the driver's) process
+    assert results["test_eval"]["actor_processes"] and os.getpid() not in results["test_eval"]["actor_processes"]
 
     # the exported (LoRA-merged) model predicts what the best training checkpoint predicts
     exported, meta = load_exported(run / "model")
     trained, _ = load_model_from_checkpoint(results["best_checkpoint"])
     seqs = pd.read_csv(tiny_data["test"]).sequence.tolist()
     assert meta["conjoin_eval"] is True  # the default: both strands' logits averaged at evaluation
-    p_export = predict_proba(exported, seqs, max_length=64, conjoin=True)
-    p_ckpt = predict_proba(trained, seqs, max_length=64, conjoin=True)
+    spec = read_spec(run / "model")
+    assert spec.padding.to_meta() == {"max_length": 64, "padding": "longest", "pad_multiple": 16}
+    batch = {"sequence": np.array(seqs, dtype=object)}
+    p_export = Predictor.from_model(exported, spec)(batch)
+    p_export = np.stack([p_export["prob_0"], p_export["prob_1"]], axis=1)
+    p_ckpt = Predictor.from_model(trained, spec)(batch)
+    p_ckpt = np.stack([p_ckpt["prob_0"], p_ckpt["prob_1"]], axis=1)
     np.testing.assert_allclose(p_export, p_ckpt, atol=1e-5)
     assert meta["class_names"] == ["0", "1"] and not any("lora" in k for k in exported.state_dict())
 

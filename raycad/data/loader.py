@@ -28,9 +28,10 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from raycad.config import ConfigError, FinetuneConfig
 from raycad.data import preprocess, records
+from raycad.data.batching import PaddingRule
 from raycad.data.plan import BUNDLED_DEMO, DEMO_TASK, DataPlan, plan_data
 from raycad.data.tasks import TaskInfo, get_task
-from raycad.model.tokenizer import PAD_ID, reverse_complement_ids
+from raycad.model.tokenizer import reverse_complement_ids
 from raycad.runtime import get_logger
 
 if TYPE_CHECKING:
@@ -212,24 +213,29 @@ class BatchCollator(NumpyBatchCollateFn):
             is a pure function of the record's ``key`` and ``salt``, so it does not depend on batch order.
         salt: integers mixed into the choice, e.g. (seed, epoch, seed_offset).
         conjoin: stack [forward, reverse complement] as the last axis.
-        pad_to_longest: drop leading columns that are padding in every row of the batch.
+        padding, pad_multiple: the `raycad.data.batching.PaddingRule` mode and multiple; "longest" drops
+            the leading columns that the batch's longest record (rounded up to ``pad_multiple``) does not need.
     """
 
     def __init__(self, rc_prob: float = 0.0, salt: tuple[int, ...] = (0,), conjoin: bool = False,
-                 pad_to_longest: bool = False) -> None:
+                 padding: str = "max_length", pad_multiple: int = 1, rows_are_batches: bool = False) -> None:
         super().__init__()
         self.rc_prob = float(rc_prob)
         self.salt = tuple(int(s) for s in salt)
         self.conjoin = conjoin
-        self.pad_to_longest = pad_to_longest
+        self.padding, self.pad_multiple = padding, int(pad_multiple)
+        self.rows_are_batches = rows_are_batches
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         import torch
 
+        if self.rows_are_batches:  # one row = one length-bucketed batch (`raycad.data.batching.bucket_dataset`)
+            if len(batch["input_ids"]) != 1:
+                raise ValueError(f"bucketed rows must be read one at a time, got {len(batch['input_ids'])}")
+            batch = {k: np.asarray(v[0]) for k, v in batch.items() if k in ("input_ids", "label", "key")}
         ids = np.asarray(batch["input_ids"], dtype=np.int64)
-        if self.pad_to_longest and ids.size:
-            longest = int((ids != PAD_ID).sum(axis=1).max())
-            ids = ids[:, ids.shape[1] - max(longest, 1):]
+        if ids.size:
+            ids = PaddingRule(ids.shape[1], self.padding, self.pad_multiple).crop(ids)
         if self.rc_prob > 0 and len(ids):
             flip = preprocess.uniform_from_keys(batch["key"], *self.salt) < self.rc_prob
             if flip.any():
@@ -242,35 +248,41 @@ class BatchCollator(NumpyBatchCollateFn):
         return out
 
 
-def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int = 0) -> BatchCollator:
+def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int = 0,
+                  rows_are_batches: bool = False) -> BatchCollator:
     """The collator a split gets: RC augmentation on train only; conjoined per ``head.conjoin_*``."""
     train = split == "train"
     return BatchCollator(
+        rows_are_batches=rows_are_batches,
         rc_prob=cfg.data.rc_augment if train else 0.0,
         salt=(cfg.train.seed, epoch, seed_offset, 0xA11),
         conjoin=cfg.head.conjoin_train if train else cfg.head.conjoin_eval,
-        pad_to_longest=cfg.data.padding == "longest",
+        padding=cfg.data.padding,
+        pad_multiple=cfg.data.pad_multiple,
     )
 
 
 def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, epoch: int,
                  seed_offset: int = 0, device: Any = None,
-                 collate_fn: BatchCollator | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                 collate_fn: BatchCollator | None = None,
+                 rows_are_batches: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard(split)``) or a Dataset.
 
     The train split is shuffled through a local buffer and reverse-complement augmented, both seeded by
     ``(cfg.train.seed, epoch, seed_offset)``; other splits come in order, unaugmented. ``device=None``
     lets Ray pick the worker's device. ``collate_fn`` replaces the split's `make_collator` (pre-training
-    passes its masking collator).
+    passes its masking collator). With ``rows_are_batches`` (length-bucketed training data) every row is a
+    whole batch: ``batch_size`` must be 1 and the shuffle buffer shuffles batches.
     """
     train = split == "train"
     shuffle = {}
     if train:
         salt = int(preprocess.seed_mix(cfg.train.seed, epoch, seed_offset, 0x5F1) % (1 << 31))
-        shuffle = {"local_shuffle_buffer_size": max(4 * batch_size, 1024), "local_shuffle_seed": salt}
+        size = 256 if rows_are_batches else max(4 * batch_size, 1024)
+        shuffle = {"local_shuffle_buffer_size": size, "local_shuffle_seed": salt}
     yield from shard.iter_torch_batches(
         batch_size=batch_size,
-        collate_fn=collate_fn or make_collator(cfg, split, epoch, seed_offset),
+        collate_fn=collate_fn or make_collator(cfg, split, epoch, seed_offset, rows_are_batches),
         device=device if device is not None else "auto",
         **shuffle,
     )

@@ -1143,14 +1143,24 @@ def _datasource_class() -> type:
 
 
 def _balance(files: list[SourceFile], n_groups: int) -> list[list[SourceFile]]:
-    """Split files into ``n_groups`` groups of similar total size (largest first, into the lightest group)."""
-    groups: list[list[SourceFile]] = [[] for _ in range(n_groups)]
-    loads = [0] * n_groups
-    for f in sorted(files, key=lambda f: -(f.size or 0)):
-        i = loads.index(min(loads))
-        groups[i].append(f)
-        loads[i] += f.size or 1
-    return [sorted(g, key=lambda f: f.path) for g in groups if g]
+    """Split files into at most ``n_groups`` runs of consecutive files of similar total size.
+
+    Runs keep the files' order, so reading the tasks in order (``preserve_order``) reads the records in
+    input order: what `raycad.infer.predict` relies on for its row numbers.
+    """
+    sizes = [f.size or 1 for f in files]
+    total, groups, current, done = sum(sizes), [], [], 0
+    for i, (f, size) in enumerate(zip(files, sizes)):
+        current.append(f)
+        done += size
+        left_files, left_groups = len(files) - i - 1, n_groups - len(groups) - 1
+        if left_groups > 0 and left_files >= left_groups and (done >= total * (len(groups) + 1) / n_groups
+                                                              or left_files == left_groups):
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _read_group(fs: pafs.FileSystem, files: Iterable[SourceFile], opts: ReadOptions,
@@ -1197,7 +1207,7 @@ def read_sequences(uri: str | os.PathLike | Sequence[str | os.PathLike], data: D
             ``header_label_key``), "file" (class = parent folder or file stem), "manifest", or "tag" (BAM:
             ``label_tag`` ["LB"] of the read, or of its read group's @RG line). "auto" takes the record's own
             label (column, header, tag, manifest id) and falls back to the file layout when it names classes.
-            "none" reads sequences only (every label null; pre-training).
+            "none" reads sequences only (every label null; pre-training, prediction).
         manifest: CSV/TSV with ``path,label`` (labels whole files) or ``id,label`` (labels records).
         invalid_chars: characters outside ACGTN after upper-casing: ["unk"] keeps them (the tokenizer maps
             them to [UNK]), "n" replaces them with N, "reject" makes the record bad.

@@ -9,12 +9,12 @@ Public API:
   alone, e.g. to fit inside a Ray Tune trial with ``callbacks=[TuneReportCallback()]``.
 - `train_loop_per_worker(config)`: the per-worker function (reports "epoch", "train_loss", "val_loss",
   "val_accuracy", "val_f1", "val_mcc", "val_auroc", ... every epoch with a checkpoint).
-- `evaluate_checkpoint(cfg, checkpoint, data, split="test") -> dict` and `evaluate_model(...)`.
+- `evaluate_checkpoint(cfg, checkpoint, data, split="test") -> dict` (on `raycad.infer` actors).
 - `load_model_from_checkpoint(checkpoint)`, `export_model(model, dir, meta=...)`, `load_exported(dir)`.
 - `apply_lora`, `merge_lora`, `count_parameters` (see `raycad.train.lora` on the tied bidirectional
   projections: one adapter serves both directions, as one weight does).
 - `EvalAccumulator`: metric counts that all-reduce across workers.
-- `predict_file(model_dir, input, output)`: class probabilities for a FASTA/CSV file.
+- Prediction and evaluation on Ray Data actors live in `raycad.infer`.
 
 Importing this package is cheap; Ray and torch load with the functions that need them.
 """
@@ -39,7 +39,6 @@ _LAZY = {
     "merge_lora": "raycad.train.lora",
     "count_parameters": "raycad.train.lora",
     "EvalAccumulator": "raycad.train.metrics",
-    "predict_file": "raycad.train.predict",
 }
 
 __all__ = list(_LAZY)

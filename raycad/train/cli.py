@@ -5,8 +5,8 @@
   (``data.train``). ``--config``, ``--set key=value``, ``--workers``, ``--gpu``, ``--output``, ``--epochs``.
 - ``raycad evaluate MODEL_DIR [DATA]``: metrics of an exported model (or a training checkpoint directory)
   on labeled data: a task, a URI, or (omitted) the bundled demo's test split.
-- ``raycad predict MODEL_DIR INPUT -o OUT.csv``: class probabilities for every record of a FASTA/FASTQ or
-  CSV/TSV/Parquet file, in input order.
+- ``raycad predict MODEL_DIR INPUT... -o OUT``: class probabilities for every record of any input
+  `raycad.data.read_sequences` takes, in input order with a row number, on Ray Data actors (`raycad.infer`).
 """
 
 from __future__ import annotations
@@ -44,14 +44,30 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
     p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser("predict", help="class probabilities for sequences in a FASTA/FASTQ/CSV file")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="exported model directory")
-    p.add_argument("input", metavar="FASTA_OR_CSV")
-    p.add_argument("--output", "-o", required=True, metavar="OUT.csv")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--sequence-column", default="sequence")
-    p.add_argument("--id-column", default="id")
+    p = subparsers.add_parser("predict", help="class probabilities for every record of any sequence input",
+                              description=PREDICT_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="exported model directory (or training checkpoint)")
+    p.add_argument("input", nargs="+", metavar="INPUT",
+                   help="file, directory, glob, s3:// or healthomics:// URI (FASTA/FASTQ/BAM/CSV/TSV/Parquet)")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output .parquet, .csv or .tsv")
+    p.add_argument("--batch-size", type=int, default=128, help="records per model call")
+    p.add_argument("--gpu", action="store_true", help="one GPU actor per GPU of the Ray cluster")
+    p.add_argument("--actors", type=int, help="model actors (default: one per GPU, or one per CPU)")
+    p.add_argument("--format", help="input format when the extension does not say (csv, fasta, bam, ...)")
+    p.add_argument("--sequence-column", default=None, help="table column holding the sequences")
+    p.add_argument("--id-column", default=None, help="table column holding record ids")
+    p.add_argument("--s3-endpoint", help="endpoint of an S3-compatible store (MinIO, moto)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a private local Ray)")
     p.set_defaults(func=_predict)
+
+
+PREDICT_DOC = """Class probabilities for every record of INPUT, written to OUT (Parquet, or CSV/TSV by extension).
+
+Columns: row (0-based position in the input; files in path order), id, predicted_label, prob_<class> per
+class, truncated (the record was longer than the model's max_length and was cut). Rows are in input order.
+Records are tokenized, padded and batched as the model's raycad.json says; the model runs on Ray Data
+actors (one per CPU, or one per GPU with --gpu), streaming, so inputs larger than memory work.
+"""
 
 
 def _data_fields(arg: str | None) -> dict[str, Any]:
@@ -90,21 +106,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     from raycad.config import FinetuneConfig
+    from raycad.infer import read_spec
     from raycad.runtime import console, init_ray
-    from raycad.train.checkpoint import STATE_NAME, load_exported, load_model_from_checkpoint
+    from raycad.train.checkpoint import EXPORT_META_NAME, STATE_NAME
     from raycad.train.report import metrics_table
-    from raycad.train.trainer import evaluate_model
+    from raycad.train.trainer import evaluate_split
 
     model_dir = Path(args.model_dir)
-    if (model_dir / STATE_NAME).is_file():
-        model, state = load_model_from_checkpoint(model_dir)
-        base = state["config"]
-        class_names, max_length = state.get("class_names"), state.get("max_length")
-    else:
-        model, meta = load_exported(model_dir)
-        base = meta.get("config") or {}
-        class_names, max_length = meta.get("class_names"), meta.get("max_length")
-    cfg = FinetuneConfig.from_dict(base, source=str(model_dir)) if base else FinetuneConfig()
+    spec = read_spec(model_dir)  # fails here, before Ray starts, on a bad directory
+    meta_file = model_dir / (STATE_NAME if (model_dir / STATE_NAME).is_file() else EXPORT_META_NAME)
+    base = (json.loads(meta_file.read_text()).get("config") if meta_file.is_file() else None) or {}
+    cfg = FinetuneConfig.from_dict(base, source=str(meta_file)) if base else FinetuneConfig()
     data: dict[str, Any] = {"task": None, "train": None, "validation": None, "test": None, "limit": None}
     split = args.split
     fields = _data_fields(args.data)
@@ -113,7 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     elif "data.train" in fields:  # score the whole file: it serves as every split, only "test" is read
         data.update(train=args.data, validation=args.data, test=args.data)
         split = "test"
-    data.update(class_names=class_names, max_length=max_length)
+    data.update(class_names=list(spec.class_names), max_length=spec.max_length, truncation=spec.truncation)
     if args.config:
         cfg = FinetuneConfig.from_file(args.config)
     cfg = cfg.with_overrides({f"data.{k}": v for k, v in data.items()})
@@ -128,7 +140,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if split not in prepared.datasets:
         raise SystemExit(f"raycad evaluate: the data has no {split!r} split (has {sorted(prepared.datasets)})")
     start = time.perf_counter()
-    metrics = evaluate_model(model, cfg, prepared.datasets[split], split, prepared.num_classes)
+    metrics = evaluate_split(cfg, model_dir, prepared, split).metrics
     console.print(metrics_table(metrics, title=f"{model_dir} on {args.data or 'bundled demo'} [{split}]",
                                 class_names=prepared.class_names))
     console.print(f"{metrics.get(f'{_prefix(split)}n', 0)} records in {time.perf_counter() - start:.1f} s")
@@ -144,13 +156,12 @@ def _prefix(split: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from raycad.infer import predict
     from raycad.runtime import console
-    from raycad.train.predict import predict_file
 
-    start = time.perf_counter()
-    frame = predict_file(args.model_dir, args.input, args.output, batch_size=args.batch_size,
-                         sequence_column=args.sequence_column, id_column=args.id_column)
-    counts = frame["predicted_label"].value_counts().to_dict()
-    console.print(f"{len(frame)} records -> {args.output} in {time.perf_counter() - start:.1f} s; "
-                  f"predicted: {counts}")
+    summary = predict(args.model_dir, args.input if len(args.input) > 1 else args.input[0], args.output,
+                      batch_size=args.batch_size, use_gpu=args.gpu, actors=args.actors, format=args.format,
+                      sequence_column=args.sequence_column, id_column=args.id_column,
+                      s3_endpoint=args.s3_endpoint, progress=True, address=args.address)
+    console.print(summary.describe())
     return 0

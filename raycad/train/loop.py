@@ -1,7 +1,8 @@
 """The per-worker training function run by Ray Train's `TorchTrainer`, and the pieces it is made of.
 
 `train_loop_per_worker(config)` receives ``{"cfg": FinetuneConfig.to_dict(), "num_classes", "class_names",
-"max_length", "num_train", "cpus_per_worker"}`` and, on every worker:
+"max_length", "num_train", "cpus_per_worker", "train_batch_rows"}`` (the last is set when the training data
+is length-bucketed: one row per per-worker batch) and, on every worker:
 
 1. sets torch threads to the worker's CPUs, builds the model (seeded, identical on every rank), applies LoRA,
    wraps it for DDP with ``ray.train.torch.prepare_model``;
@@ -210,8 +211,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     per_worker_batch = cfg.train.batch_size // world
     per_worker_eval_batch = max(1, cfg.train.eval_batch_size // world)
     accum = cfg.train.grad_accum
-    epoch_steps = steps_per_epoch(config["num_train"], world, per_worker_batch, accum)
-    batches_per_epoch = math.ceil((config["num_train"] // world) / per_worker_batch)
+    # Length-bucketed training data has one row per per-worker batch (`raycad.data.batching.bucket_dataset`).
+    bucket_rows = config.get("train_batch_rows")
+    rows, rows_per_batch = (bucket_rows, 1) if bucket_rows else (config["num_train"], per_worker_batch)
+    epoch_steps = steps_per_epoch(rows, world, rows_per_batch, accum)
+    batches_per_epoch = math.ceil((rows // world) / rows_per_batch)
     report_every = max(1, batches_per_epoch // 4)  # progress lines per epoch
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs)
@@ -238,7 +242,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         loss_sum, seen, micro = 0.0, 0, 0
         optimizer.zero_grad(set_to_none=True)
         batches: Iterator[dict[str, torch.Tensor]] = iter_batches(
-            train_shard, cfg, "train", per_worker_batch, epoch, seed_offset=rank, device=device)
+            train_shard, cfg, "train", rows_per_batch, epoch, seed_offset=rank, device=device,
+            rows_are_batches=bool(bucket_rows))
         for batch in batches:
             input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
             micro += 1

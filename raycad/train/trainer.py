@@ -10,8 +10,10 @@
   duplicates across splits (`raycad.data.splits`), fit the k-mer baseline (`raycad.baseline`) on the same
   records, fit, evaluate the best checkpoint on the test split
   (post-hoc RC conjoining when ``cfg.head.conjoin_eval``), write results.json / metrics.csv / the learning
-  curve, and export the fine-tuned model (LoRA merged) as a Hugging Face-style directory.
-- `evaluate_checkpoint(cfg, checkpoint, data)` scores a training checkpoint on one split.
+  curve, and export the fine-tuned model (LoRA merged) as a Hugging Face-style directory whose raycad.json
+  records the padding rule. The test evaluation runs on `raycad.infer` actors (GPU ones with
+  ``scaling.use_gpu``), never in the driver.
+- `evaluate_checkpoint(cfg, checkpoint, data)` scores a training checkpoint on one split (same actors).
 """
 
 from __future__ import annotations
@@ -198,6 +200,31 @@ def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int
     return True
 
 
+def bucket_training_data(data: PreparedData, cfg: FinetuneConfig, *, materialize: bool) -> int | None:
+    """Length-bucket the training split (`raycad.data.batching.bucket_dataset`) when ``data.padding`` is
+    "longest", ``data.length_buckets`` is on and its records do not all get the same width; returns the
+    number of batch rows (None when left as records). One pass over the lengths decides."""
+    from raycad.data.batching import PaddingRule, bucket_dataset, token_lengths
+
+    if cfg.data.padding != "longest" or not cfg.data.length_buckets:
+        return None
+    rule = PaddingRule.from_config(cfg.data, data.max_length)
+    lengths = data.datasets["train"].map_batches(
+        lambda b: {"length": token_lengths(b["input_ids"])}, batch_format="numpy")
+    shortest, longest = lengths.min("length"), lengths.max("length")
+    if shortest is None or rule.width(shortest) == rule.width(longest):
+        return None
+    per_worker = cfg.train.batch_size // cfg.scaling.num_workers
+    bucketed = bucket_dataset(data.datasets["train"], batch_size=per_worker, rule=rule, seed=cfg.train.seed)
+    if materialize:
+        bucketed = bucketed.materialize()
+    rows = bucketed.count()
+    log.info("length buckets: %d training batches of <= %d records, widths %d..%d (pad_multiple %d)", rows,
+             per_worker, rule.width(shortest), rule.width(longest), rule.multiple)
+    data.datasets["train"] = bucketed
+    return rows
+
+
 def default_run_name(cfg: FinetuneConfig) -> str:
     base = cfg.data.task or (Path(cfg.data.train).stem.split(".")[0] if cfg.data.train else "demo")
     return f"{base}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -205,11 +232,12 @@ def default_run_name(cfg: FinetuneConfig) -> str:
 
 def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | None = None,
                   name: str | None = None, storage_path: str | None = None, num_train: int | None = None,
-                  train_loop=None) -> TorchTrainer:
+                  train_loop=None, train_batch_rows: int | None = None) -> TorchTrainer:
     """A Ray Train V2 `TorchTrainer` for ``cfg`` on ``data`` (train + validation), ready to ``fit()``.
 
     ``num_train`` (the training-set size, for the LR schedule) is counted when not given. ``train_loop``
-    replaces `train_loop_per_worker` (tests use it to inject failures).
+    replaces `train_loop_per_worker` (tests use it to inject failures). ``train_batch_rows``: the number of
+    rows of a length-bucketed training set (`bucket_training_data`; one row per per-worker batch).
     """
     from raycad.train.loop import train_loop_per_worker
 
@@ -226,6 +254,7 @@ def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | 
         "class_names": list(data.class_names),
         "max_length": data.max_length,
         "num_train": int(num_train),
+        "train_batch_rows": train_batch_rows,
     }
     return make_torch_trainer(
         cfg, train_loop or train_loop_per_worker, loop_config,
@@ -275,41 +304,34 @@ def make_torch_trainer(cfg: Any, loop: Any, loop_config: dict[str, Any], dataset
 # ---- evaluation --------------------------------------------------------------------------------------------------
 
 
-def evaluate_model(model: Any, cfg: FinetuneConfig, dataset: ray.data.Dataset | Any, split: str,
-                   num_classes: int) -> dict[str, Any]:
-    """Metrics of ``model`` on a tokenized dataset (or shard), in this process; keys prefixed per split."""
-    import torch
-
-    from raycad.data import iter_batches
-    from raycad.train.loop import evaluate_batches
-
-    device = torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
-    model.to(device)
-    start = time.perf_counter()
-    batches = iter_batches(dataset, cfg, split, cfg.train.eval_batch_size, 0, device=device)
-    acc = evaluate_batches(model, batches, num_classes, device, cfg.train.precision)
-    prefix = SPLIT_PREFIX.get(split, f"{split}_")
-    out = acc.compute(prefix=prefix)
-    out[f"{prefix}eval_time_s"] = time.perf_counter() - start
-    return out
-
-
 def evaluate_checkpoint(cfg: FinetuneConfig, checkpoint: ray.train.Checkpoint | str | os.PathLike,
                         data: PreparedData | ray.data.Dataset, split: str = "test",
                         num_classes: int | None = None) -> dict[str, Any]:
-    """Metrics of a training checkpoint on ``split`` (keys prefixed ``test_``/``val_``), computed in this process.
+    """Metrics of a training checkpoint on ``split`` (keys prefixed ``test_``/``val_``).
 
-    ``data`` is a `PreparedData` (its ``split`` dataset is used) or a tokenized Ray Dataset. Conjoined (both
-    strands) evaluation follows ``cfg.head.conjoin_eval`` through `raycad.data.iter_batches`.
+    ``data`` is a `PreparedData` (its ``split`` dataset is used) or a tokenized Ray Dataset. The model runs
+    in `raycad.infer.Predictor` actors (a GPU each with ``cfg.scaling.use_gpu``), not in this process;
+    conjoining and padding follow the checkpoint's config (`raycad.infer.ModelSpec`).
     """
-    from raycad.train.checkpoint import load_model_from_checkpoint
+    return evaluate_split(cfg, checkpoint, data, split, num_classes).metrics
+
+
+def evaluate_split(cfg: FinetuneConfig, model: Any, data: PreparedData | ray.data.Dataset, split: str,
+                   num_classes: int | None = None) -> Any:
+    """`raycad.infer.evaluate` of ``model`` (checkpoint or exported directory) on one split of ``data``;
+    returns the `raycad.infer.Evaluation` (metrics and the actor processes that computed them)."""
+    from raycad.infer import evaluate
 
     dataset = data.datasets.get(split) if hasattr(data, "datasets") else data
     if dataset is None:
         raise ValueError(f"prepared data has no {split!r} split (has {sorted(data.datasets)})")
-    model, state = load_model_from_checkpoint(checkpoint)
-    num_classes = num_classes or getattr(data, "num_classes", None) or state["num_classes"]
-    return evaluate_model(model, cfg, dataset, split, num_classes)
+    num_classes = num_classes or getattr(data, "num_classes", None)
+    if num_classes is None:
+        from raycad.infer import read_spec
+
+        num_classes = len(read_spec(model).class_names)
+    return evaluate(dataset, model, num_classes, prefix=SPLIT_PREFIX.get(split, f"{split}_"),
+                    batch_size=cfg.train.eval_batch_size, use_gpu=cfg.scaling.use_gpu)
 
 
 # ---- the whole job -----------------------------------------------------------------------------------------------
@@ -381,8 +403,9 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
         cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
     counts = {name: split["records"] for name, split in data_report["splits"].items()}
     num_train = counts["train"]
+    cached = True  # data handed in (a cross-validation fold) is materialized
     if prepare:
-        cache_small_data(data, cfg, sum(counts.values()))
+        cached = cache_small_data(data, cfg, sum(counts.values()))
         check_resumed_data(run_dir, data.class_names, data.max_length)
         if not (run_dir / "config.yaml").is_file():  # written when training starts; a resumed run keeps its own
             cfg.save(run_dir / "config.yaml")
@@ -391,8 +414,9 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
     records = collect_records(data, cfg.baseline.max_records)  # ids, sequence hashes, token ids
     data_report["audit"] = audit_splits(records, run_dir / "splits")  # record ids per split, duplicates
     baseline = baseline_step(cfg, data, records)  # k-mer LR on the same records (None if baseline.enabled=false)
+    batch_rows = bucket_training_data(data, cfg, materialize=cached)  # after everything that reads records
     t_fit = time.perf_counter()
-    result = build_trainer(cfg, data, name=name, num_train=num_train).fit()
+    result = build_trainer(cfg, data, name=name, num_train=num_train, train_batch_rows=batch_rows).fit()
     fit_time = time.perf_counter() - t_fit
     if result.error:
         raise result.error
@@ -408,12 +432,16 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
     if test_split != "test":
         log.warning("no test split: reporting the best checkpoint's metrics on the validation split")
     t_test = time.perf_counter()
-    test_metrics = evaluate_checkpoint(cfg, best_ckpt, data, split=test_split)
+    test_eval = evaluate_split(cfg, best_ckpt, data, test_split)
+    test_metrics = test_eval.metrics
     test_time = time.perf_counter() - t_test
 
     model_dir = None
-    meta = {"class_names": list(data.class_names), "max_length": data.max_length, "task": cfg.data.task,
-            "padding": cfg.data.padding, "truncation": cfg.data.truncation, "conjoin_eval": cfg.head.conjoin_eval,
+    from raycad.data.batching import PaddingRule
+
+    meta = {"class_names": list(data.class_names), "task": cfg.data.task,
+            **PaddingRule.from_config(cfg.data, data.max_length).to_meta(),
+            "truncation": cfg.data.truncation, "conjoin_eval": cfg.head.conjoin_eval,
             "test_metrics": {k: v for k, v in test_metrics.items() if not isinstance(v, list)},
             "config": cfg.to_dict()}
     if cfg.run.export_model:
@@ -436,6 +464,7 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
         "max_length": data.max_length,
         "test_split": test_split,
         "test_metrics": test_metrics,
+        "test_eval": test_eval.info(),
         "best_epoch": best_metrics.get("epoch"),
         "best_validation_metrics": best_metrics,
         "epochs_run": len(history),
