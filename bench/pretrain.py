@@ -139,13 +139,14 @@ def _pretrain_export(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
 
 def bench_usecase(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    import numpy as np
     import pandas as pd
     import torch
     from sklearn.metrics import roc_auc_score
 
     from raycad.config import FinetuneConfig
-    from raycad.data.loader import BUNDLED_DEMO
     from raycad.data.batching import PaddingRule
+    from raycad.data.loader import BUNDLED_DEMO
     from raycad.infer import ModelSpec, Predictor
 
     load_before = _load()
