@@ -28,7 +28,6 @@ _LAZY = {
     "finetune": "raycad.train.trainer",
     "build_trainer": "raycad.train.trainer",
     "evaluate_checkpoint": "raycad.train.trainer",
-    "evaluate_model": "raycad.train.trainer",
     "FinetuneResult": "raycad.train.trainer",
     "train_loop_per_worker": "raycad.train.loop",
     "load_model_from_checkpoint": "raycad.train.checkpoint",
