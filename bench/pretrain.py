@@ -82,8 +82,8 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
     init_ray(num_cpus=os.cpu_count())
     DataContext.get_current().enable_progress_bars = False
-    rows, res = [], {}
-    for label, (preset, batch, steps) in PRESETS.items():
+    res: dict[str, Any] = {}
+    for preset, batch, steps in PRESETS.values():
         cfg = PretrainConfig.load(overrides=[
             f"model.preset={preset}", "data.max_length=251", "data.val_fraction=0.01", "scaling.num_workers=1",
             "scaling.cpus_per_worker=1", f"train.torch_threads={args.threads}", f"train.batch_size={batch}",
@@ -97,25 +97,31 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             plains.append(_plain_loop(cfg, steps))
             result = build_pretrain_trainer(cfg, data, name=f"bench-{preset}-{rep}", plan=plan).fit()
             rays.append(result.return_value["history"][-1]["tokens_per_s"])
-        plain, ray_tps = max(plains), max(rays)
-        res[preset] = {"plain": plains, "ray": rays, "ratio": ray_tps / plain, "batch": batch, "steps": steps}
-        rows.append(f"| {label} | {batch} | {steps} | {plain:,.0f} | {ray_tps:,.0f} | **{ray_tps / plain:.2f}x** |")
+        res[preset] = {"plain": plains, "ray": rays, "ratio": max(rays) / max(plains), "batch": batch,
+                       "steps": steps}
     res["load"] = _load()
-    worst = min(v["ratio"] for k, v in res.items() if k != "load")
-    md = (f"### Throughput: masked-LM step, Ray Train + Ray Data vs a plain PyTorch loop (CPU)\n\n"
-          f"Windows of 251 tokens from the bundled training split; {args.threads} torch threads on both sides; "
-          f"forward + masked-LM loss + backward + AdamW step, masking and RC augmentation per batch on both "
-          f"sides; Ray: `TorchTrainer` with 1 worker and the real pre-training loop (materialized window "
-          f"dataset, training band only); best of {args.repeats} alternating runs (all runs: "
-          + "; ".join(f"{p}: plain {', '.join(f'{x:,.0f}' for x in v['plain'])} / Ray "
-                      f"{', '.join(f'{x:,.0f}' for x in v['ray'])}" for p, v in res.items() if p != "load")
-          + f" tokens/s). Load average at the end: {res['load']} on 2 cores (shared machine: absolute "
-          "numbers are pessimistic; the ratio is what the alternation protects).\n\n"
-          "| model | batch | steps | plain tokens/s | Ray tokens/s | Ray / plain |\n|---|---:|---:|---:|---:|---:|\n"
-          + "\n".join(rows)
-          + f"\n\nWorst ratio **{worst:.2f}x** (target >= 0.9x: {'met' if worst >= 0.9 else 'NOT met'}). "
-          "No GPU was lent to this task, so there is no GPU row.\n")
-    return res, md
+    return res, throughput_markdown(res, args.threads, args.repeats)
+
+
+def throughput_markdown(res: dict[str, Any], threads: int, repeats: int) -> str:
+    """The BENCHMARKS.md block of `bench_throughput`'s result."""
+    runs = {label: res[preset] for label, (preset, _, _) in PRESETS.items() if preset in res}
+    rows = [f"| {label} | {r['batch']} | {r['steps']} | {max(r['plain']):,.0f} | {max(r['ray']):,.0f} | "
+            f"**{r['ratio']:.2f}x** |" for label, r in runs.items()]
+    worst = min(r["ratio"] for r in runs.values())
+    return (f"### Throughput: masked-LM step, Ray Train + Ray Data vs a plain PyTorch loop (CPU)\n\n"
+            f"Windows of 251 tokens from the bundled training split; {threads} torch threads on both sides; "
+            f"forward + masked-LM loss + backward + AdamW step, masking and RC augmentation per batch on both "
+            f"sides; Ray: `TorchTrainer` with 1 worker and the real pre-training loop (materialized window "
+            f"dataset, training band only); best of {repeats} alternating runs (all runs, tokens/s: "
+            + "; ".join(f"{label}: plain {', '.join(f'{x:,.0f}' for x in r['plain'])} / Ray "
+                        f"{', '.join(f'{x:,.0f}' for x in r['ray'])}" for label, r in runs.items())
+            + f"). Load average at the end: {res['load']} on 2 cores (shared machine: absolute numbers are "
+            "pessimistic; the alternation is what protects the ratio).\n\n"
+            "| model | batch | steps | plain tokens/s | Ray tokens/s | Ray / plain |\n|---|---:|---:|---:|---:|---:|\n"
+            + "\n".join(rows)
+            + f"\n\nWorst ratio **{worst:.2f}x** (target >= 0.9x: {'met' if worst >= 0.9 else 'NOT met'}). "
+            "No GPU was lent to this task, so there is no GPU row.\n")
 
 
 # ---- the use case ----------------------------------------------------------------------------------------------------
