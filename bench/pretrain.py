@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import DEMO_NOTE, _load, run_benchmarks, train_plain
 
 SECTION = "## Pre-training"
-PRESETS = {"demo preset (caduceus-ph-1k-d64-l2)": ("caduceus-ph-1k-d64-l2", 32, 24),
-           "released shape caduceus-ps-1k-d256-l4": ("caduceus-ps-1k-d256-l4", 8, 6)}
-"""label -> (preset, batch size, optimizer steps timed)."""
+PRESETS = {"demo": ("caduceus-ph-1k-d64-l2", 32, 24), "d256-l4": ("caduceus-ps-1k-d256-l4", 8, 6)}
+"""name -> (preset, batch size, optimizer steps timed): the demo preset and the released d256/l4 shape."""
 
 
 # ---- throughput ------------------------------------------------------------------------------------------------------
@@ -83,7 +82,8 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     init_ray(num_cpus=os.cpu_count())
     DataContext.get_current().enable_progress_bars = False
     res: dict[str, Any] = {}
-    for preset, batch, steps in PRESETS.values():
+    for label in args.models:
+        preset, batch, steps = PRESETS[label]
         cfg = PretrainConfig.load(overrides=[
             f"model.preset={preset}", "data.max_length=251", "data.val_fraction=0.01", "scaling.num_workers=1",
             "scaling.cpus_per_worker=1", f"train.torch_threads={args.threads}", f"train.batch_size={batch}",
@@ -105,7 +105,7 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def throughput_markdown(res: dict[str, Any], threads: int, repeats: int) -> str:
     """The BENCHMARKS.md block of `bench_throughput`'s result."""
-    runs = {label: res[preset] for label, (preset, _, _) in PRESETS.items() if preset in res}
+    runs = {f"`{preset}`": res[preset] for preset, _, _ in PRESETS.values() if preset in res}
     rows = [f"| {label} | {r['batch']} | {r['steps']} | {max(r['plain']):,.0f} | {max(r['ray']):,.0f} | "
             f"**{r['ratio']:.2f}x** |" for label, r in runs.items()]
     worst = min(r["ratio"] for r in runs.values())
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
+    parser.add_argument("--models", nargs="+", choices=list(PRESETS), default=list(PRESETS),
+                        help="models timed (throughput)")
     parser.add_argument("--pretrain-steps", type=int, default=150, help="pre-training steps (usecase)")
     parser.add_argument("--finetune-records", type=int, default=1000, help="training records (usecase)")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs (usecase)")
