@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "raycad.tune.cli",
     "raycad.data.healthomics.cli",
     "raycad.launch.cli",
+    "raycad.interpret.cli",
 )
 
 

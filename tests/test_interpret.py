@@ -1,11 +1,12 @@
 """raycad.interpret: variant windows on real FASTA/VCF files, mutagenesis and gradients against direct
-forward passes, reverse-complement-invariant embeddings."""
+forward passes, reverse-complement-invariant embeddings, and one Ray run of the three verbs."""
 
 from __future__ import annotations
 
 import random
 
 import numpy as np
+import pyarrow.parquet as pq
 import pysam
 import pytest
 import torch
@@ -110,6 +111,16 @@ def test_regions_split_indexed_vcf_without_losing_records(genome):
     assert split == whole
 
 
+def test_malformed_vcf_record_is_a_clear_error(genome, tmp_path):
+    from raycad.data.records import RecordError
+
+    bad = tmp_path / "bad.vcf"
+    bad.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=300>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   "chr1\t5\tok\tA\tC\t.\t.\t.\nchr1\tfive\tbad\tA\tC\t.\t.\t.\n")
+    with pytest.raises(RecordError, match=r"bad.vcf: the record after chr1:5 cannot be read"):
+        list(variant_windows(str(bad), genome["fasta"], WIDTH))
+
+
 # ---- attribution on the model ------------------------------------------------------------------------------------
 
 
@@ -180,3 +191,52 @@ def test_embeddings_equal_for_a_sequence_and_its_reverse_complement(rcps):
     ids_padded = tokens([seq], len(seq) + 6)  # mean over real tokens: padding is masked out of the pool
     assert not torch.allclose(embed_ids(model, ids_padded, pooling="mean")["embedding"][0],
                               embed_ids(model, ids_padded, pooling="max")["embedding"][0])
+
+
+# ---- the three verbs on Ray ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_embed_explain_score_variants_on_ray(ray_local, genome, tmp_path):
+    from raycad.cli import main
+    from raycad.interpret import embed, explain
+    from raycad.train.checkpoint import export_model
+
+    model = tiny_model(True, num_labels=2)
+    model_dir = export_model(model, tmp_path / "model",
+                             meta={"class_names": ["neg", "pos"], "max_length": WIDTH, "truncation": "right"})
+    seqs = {"r1": "ACGTTGCAAGT", "r2": "TTGACCAGTAGGCA", "r3": "GGGATTACA"}
+    fasta = tmp_path / "in.fa"
+    fasta.write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
+
+    result = embed(model_dir, str(fasta), tmp_path / "emb.parquet", layers=[0], actors=1)
+    table = pq.read_table(tmp_path / "emb.parquet")
+    assert table.column("id").to_pylist() == list(seqs) and result["records"] == 3
+    direct = embed_ids(model, tokens(list(seqs.values()), WIDTH), layers=[0])
+    assert np.allclose(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), direct["embedding"], atol=1e-5)
+
+    report = explain(model_dir, str(fasta), tmp_path / "explain", target="pos", max_records=2, batch_size=16,
+                     actors=1)
+    assert report.capped and report.records == 2
+    first = np.load(tmp_path / "explain" / "0000_r1.npz")
+    delta, _ = saturation_mutagenesis(model, tokens([seqs["r1"]], WIDTH)[0])
+    assert str(first["sequence"]) == seqs["r1"] and np.allclose(first["ism"], delta[:, :, 1], atol=1e-5)
+    assert (tmp_path / "explain" / "0001_r2.png").stat().st_size > 1000   # r2 truncated to 11 bases
+    assert pq.read_table(tmp_path / "explain" / "summary.parquet").column("length").to_pylist() == [11, 11]
+
+    out = tmp_path / "variants.parquet"
+    assert main(["score-variants", str(model_dir), "--vcf", genome["vcf"], "--reference", genome["fasta"],
+                 "-o", str(out), "--batch-size", "4", "--actors", "1"]) == 0
+    scored = pq.read_table(out).to_pandas()
+    assert list(scored["id"]) == ["snv", "ins", "del", "edge", "multi"]
+    skipped = (tmp_path / "variants.parquet.skipped.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[-1] for line in skipped[1:]) == [
+        "beyond_contig_end", "off_contig", "ref_mismatch", "symbolic_alt"]
+    row = scored.iloc[0]
+    windows = next(r for r in variant_windows(genome["vcf"], genome["fasta"], WIDTH) if r["id"] == "snv")
+    with torch.no_grad():
+        p = strand_logits(model, tokens([windows["ref_sequence"], windows["alt_sequence"]], WIDTH)).softmax(-1).numpy()
+    assert np.isclose(row["prob_ref_pos"], p[0, 1], atol=1e-5) and np.isclose(row["prob_alt_pos"], p[1, 1], atol=1e-5)
+    assert np.isclose(row["delta_pos"], p[1, 1] - p[0, 1], atol=1e-5)
+    log_odds = np.log(p[1, 1] / p[1, 0]) - np.log(p[0, 1] / p[0, 0])
+    assert np.isclose(row["log_odds_pos"], log_odds, atol=1e-4) and np.isclose(row["log_odds_neg"], -log_odds, atol=1e-4)

@@ -103,10 +103,21 @@ def variant_windows(vcf_path: str, reference_path: str, width: int, region: Regi
     `BAD_REASONS`), ``edge_padded``, and for good rows ``ref_sequence``, ``alt_sequence``, ``window_start``."""
     import pysam
 
+    from raycad.data.records import RecordError
+
     with pysam.FastaFile(reference_path) as fasta, pysam.VariantFile(vcf_path) as vcf:
         lengths = dict(zip(fasta.references, fasta.lengths))
-        records = vcf if region.contig is None else vcf.fetch(region.contig, region.start, region.end)
-        for record in records:
+        records = iter(vcf if region.contig is None else vcf.fetch(region.contig, region.start, region.end))
+        last = "the header"
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except (ValueError, OSError) as err:  # htslib could not parse a line
+                raise RecordError(f"{vcf_path}: the record after {last} cannot be read: {err}",
+                                  "malformed_vcf") from err
+            last = f"{record.chrom}:{record.pos}"
             if region.contig is not None and record.start < region.start:
                 continue  # overlaps the region but starts in the previous one, which yields it
             yield from _record_rows(record, fasta, lengths, width)
