@@ -15,30 +15,24 @@ Ray and plain runs are interleaved, best of ``--repeats``; the 1-minute load ave
 number, because this machine is shared.
 
     python bench/interpret.py --write
+    python bench/interpret.py --embed-records 128 --variants 64 --repeats 1 --write   # on a loaded machine
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import random
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+from train import run_benchmarks
+
 SECTION = "## Interpretation"
 WIDTH = 251
-
-
-def _load() -> float:
-    return os.getloadavg()[0]
 
 
 def _export(preset: str, folder: Path) -> Path:
@@ -128,7 +122,7 @@ def bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         reference, vcf = _genome(folder, args.variants)
         for preset in args.presets:
             model_dir = _export(preset, folder)
-            row: dict[str, Any] = {"preset": preset, "load": _load()}
+            row: dict[str, Any] = {"preset": preset, "load": os.getloadavg()[0]}
             ray_s, plain_s = [], []
             for _ in range(args.repeats):  # interleaved: Ray pipeline, then the plain loop, under the same load
                 out = embed(model_dir, str(fasta_in), folder / "emb.parquet", batch_size=args.batch_size,
@@ -147,17 +141,16 @@ def bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
             if preset in args.explain_presets:
                 report = explain(model_dir, str(fasta_in), folder / "explain", max_records=1, actors=args.actors)
                 row["explain_s"] = report.seconds
-            row["load"] = max(row["load"], _load())
+            row["load"] = max(row["load"], os.getloadavg()[0])
             results.append(row)
             print(row, flush=True)
     threads = torch.get_num_threads()
     lines = [
         "### Embeddings and variant scores on CPU",
         "",
-        (f"_Machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{threads} torch threads in the driver), random-init models (cost does not depend on the weights), "
-        f"max_length {WIDTH}, batch {args.batch_size}, {args.actors} model actor(s), best of {args.repeats}; load avg = the 1-minute load "
-        f"average before/after (max)._"),
+        (f"_torch {torch.__version__}, {threads} torch threads in the driver; random-init models (cost does not "
+         f"depend on the weights), max_length {WIDTH}, batch {args.batch_size}, {args.actors} model actor(s), best "
+         f"of {args.repeats}; load avg = the 1-minute load average before/after (max)._"),
         "",
         (f"Embeddings: {len(records)} bundled demo records (251 bp). Variants: {results[0]['scored'] if results else 0} "
         "alleles (80% SNVs, 10% insertions, 10% deletions) on two contigs of real demo sequence. `plain` = the "
@@ -175,17 +168,6 @@ def bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     return results, "\n".join(lines)
 
 
-def write_section(fragment: str, command: str) -> None:
-    """Replace (or append) the ``## Interpretation`` section of BENCHMARKS.md."""
-    stamp = f"_Command: `{command}`; date: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}._"
-    title, _, rest = fragment.partition("\n")
-    body = f"{SECTION}\n\n{title}\n\n{stamp}\n{rest}\n"
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    BENCHMARKS_MD.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["caduceus-ph-1k-d64-l2", "caduceus-ps-1k-d256-l4"])
@@ -196,14 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--actors", type=int, default=1,
                         help="model actors (default 1: on 2 cores one actor gets both torch threads, like the plain loop)")
-    parser.add_argument("--write", action="store_true", help=f"update the {SECTION!r} section of BENCHMARKS.md")
-    args = parser.parse_args(argv)
-    _, markdown = bench(args)
-    print(markdown)
-    if args.write:
-        write_section(markdown, "python bench/interpret.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-        print(f"wrote {SECTION!r} in {BENCHMARKS_MD}")
-    return 0
+    return run_benchmarks(parser, {"interpret": bench}, "bench/interpret.py", SECTION, argv)
 
 
 if __name__ == "__main__":
