@@ -12,7 +12,7 @@ the exported model once):
 - `score_variants` (``raycad score-variants MODEL --vcf V.vcf.gz --reference REF.fa -o OUT.parquet``): per
   VCF allele, the ``max_length`` window centred on it (ref and re-centred alt sequence), per-class
   probabilities of both, their difference and log-odds ratio, averaged over strands; bad records counted,
-  listed with their reason in ``OUT.skipped.tsv``.
+  listed with their reason in ``<OUT>.skipped.tsv``.
 
 The model math (strand averaging, pooling, mutagenesis, gradients) lives in `raycad.interpret.attribution`
 and `raycad.interpret.embedding` and works on any in-memory classifier; VCF/FASTA windowing in
