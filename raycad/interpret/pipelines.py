@@ -343,8 +343,9 @@ def explain(model_dir: str | os.PathLike, input_uri: str | list[str], output_dir
     if max_records < 1:
         raise ValueError(f"max_records must be >= 1, got {max_records}")
     start = time.perf_counter()
-    records = read_sequences(input_uri, format=format, sequence_column=sequence_column, id_column=id_column,
-                             label_from="none", limit=max_records + 1).take_all()
+    with ordered():  # the first max_records records of the input, in input order
+        records = read_sequences(input_uri, format=format, sequence_column=sequence_column, id_column=id_column,
+                                 label_from="none", limit=max_records + 1).take_all()
     report = ExplainReport(capped=len(records) > max_records, max_records=max_records, target=names[target_index],
                            output_dir=str(output_dir))
     records = records[:max_records]
