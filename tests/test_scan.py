@@ -322,6 +322,20 @@ def test_fused_random_shapes(b, d, n, l, chunk, width, bc, softplus, seed):
         assert_close(run(selective_scan_fused, inputs, use, softplus, True), want, rtol=1e-5)
 
 
+@needs_numba
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_fused_kernels_get_ready_when_first_called_for_inference(context, monkeypatch):
+    """An inference actor's first model call runs without gradients; the fused path must still be chosen."""
+    monkeypatch.setattr(scan, "_configured", "auto")
+    monkeypatch.delenv("RAYCAD_SELECTIVE_SCAN", raising=False)
+    scan._fused_kernels.cache_clear()
+    try:
+        with context():
+            assert scan.fused_available() and scan.scan_path() == "fused"
+    finally:
+        scan._fused_kernels.cache_clear()
+
+
 def test_fused_fallback_without_numba(monkeypatch, caplog):
     """With numba unimportable, auto falls back to the chunked scan (logged once); an explicit fused raises."""
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError

@@ -486,11 +486,15 @@ class _FusedScanFn(torch.autograd.Function):
 
 
 def _run_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> None:
-    """One tiny float32 forward + backward through the fused kernels: compiles them or loads them from cache."""
-    inputs = [t.clone().requires_grad_() for t in (u, delta, -A, B, B)]
-    out = selective_scan_fused(*inputs, D=torch.ones(u.shape[1]), z=u.clone(), delta_bias=torch.zeros(u.shape[1]),
-                               delta_softplus=True, _warmup=True)
-    out.sum().backward()
+    """One tiny float32 forward + backward through the fused kernels: compiles them or loads them from cache.
+
+    Gradients are switched on here: the first model call in a process may come from inference code (under
+    ``torch.no_grad`` or ``torch.inference_mode``), and the backward kernel must compile all the same."""
+    with torch.inference_mode(False), torch.enable_grad():
+        inputs = [t.clone().requires_grad_() for t in (u, delta, -A, B, B)]
+        out = selective_scan_fused(*inputs, D=torch.ones(u.shape[1]), z=u.clone(),
+                                   delta_bias=torch.zeros(u.shape[1]), delta_softplus=True, _warmup=True)
+        out.sum().backward()
 
 
 def selective_scan_fused(
