@@ -90,6 +90,13 @@ def test_padding_rule_is_the_models(model_dir, records) -> None:
     assert [PaddingRule(64, "longest", 16).width(n) for n in (1, 16, 17, 63, 64)] == [16, 16, 32, 64, 64]
 
 
+def test_rna_is_scored_as_its_dna(model_dir) -> None:
+    """Training reads U as T (raycad.data.records.rna_to_dna); predict must too, not score [UNK] tokens."""
+    dna = ["ACGTTGCA" * 3, "TTTACGTA" * 2]
+    rna = [s.replace("T", "U") for s in dna]
+    np.testing.assert_allclose(in_process(model_dir, rna), in_process(model_dir, dna), rtol=0, atol=1e-7)
+
+
 def test_predict_every_format_in_order_with_rows(ray_local, model_dir, records, tmp_path) -> None:
     from raycad.infer import predict
 

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from raycad.data.batching import PaddingRule, token_lengths, width_batches
+from raycad.data.records import rna_to_dna
 
 if TYPE_CHECKING:
     import torch
@@ -157,7 +159,8 @@ class Predictor:
                 ids = np.stack(list(ids))
             lengths = token_lengths(ids)
             return ids, lengths, np.zeros(len(ids), dtype=bool)
-        enc = self.tokenizer.encode_batch(batch["sequence"], self.spec.max_length)
+        sequences, _ = rna_to_dna(pa.array(batch["sequence"], type=pa.string()))  # U read as T, as in training
+        enc = self.tokenizer.encode_batch(sequences, self.spec.max_length)
         return enc.input_ids, np.minimum(enc.lengths, self.spec.max_length), enc.lengths > self.spec.max_length
 
     def outputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
