@@ -33,6 +33,12 @@ COMMAND_MODULES = (
 )
 
 
+def add_data_arg(parser: argparse.ArgumentParser) -> None:
+    """The optional ``TASK_OR_URI`` positional of the verbs that read a config's data (finetune, baseline, ...)."""
+    parser.add_argument("data", nargs="?", metavar="TASK_OR_URI",
+                        help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and repeatable ``--set key=value`` (dotted keys, YAML values)."""
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML or JSON config file")

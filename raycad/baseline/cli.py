@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from raycad.cli import add_config_args, config_from_args
+from raycad.cli import add_config_args, add_data_arg, config_from_args
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("baseline", help="k-mer logistic regression on the data finetune would use",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="?", metavar="TASK_OR_URI",
-                   help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
+    add_data_arg(p)
     add_config_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the result to this JSON file")
     p.set_defaults(func=_baseline)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from raycad.cli import add_config_args, config_from_args
+from raycad.cli import add_config_args, add_data_arg, config_from_args
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +20,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("data-report", help="prepare a config's datasets and count records per split",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="?", metavar="TASK_OR_URI",
-                   help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
+    add_data_arg(p)
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_data_report)

@@ -16,14 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raycad.cli import add_config_args, add_run_args, config_from_args, run_fields, run_training_verb
+from raycad.cli import (
+    add_config_args,
+    add_data_arg,
+    add_run_args,
+    config_from_args,
+    run_fields,
+    run_training_verb,
+)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("finetune", help="fine-tune Caduceus on Ray Train (default: the bundled demo)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="?", metavar="TASK_OR_URI",
-                   help="Genomic Benchmarks task name/alias, or training data URI; omitted = bundled demo")
+    add_data_arg(p)
     add_config_args(p)
     add_run_args(p)
     p.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation of the training split "
