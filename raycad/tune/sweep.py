@@ -394,11 +394,11 @@ def _prepare(task: TaskRun, materialize: bool) -> tuple[PreparedData, int]:
     from raycad.data import prepare_datasets
 
     data = prepare_datasets(task.cfg)
-    data.check(data.report())  # a single class, a stray label, non-DNA: an error before any trial
+    report = data.report()  # one counting pass: the checks and the training-record count (as finetune does)
+    data.check(report)  # a single class, a stray label, non-DNA: an error before any trial
     if materialize:
         data = dataclasses.replace(data, datasets={k: ds.materialize() for k, ds in data.datasets.items()})
-    num_train = data.datasets["train"].count()
-    return data, num_train
+    return data, report["splits"]["train"]["records"]
 
 
 def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, show: bool) -> dict[str, Any]:
