@@ -280,9 +280,6 @@ class SourceSection(Config):
     """Probability of reverse-complementing a training sequence."""
     limit: int | None = Field(None, ge=1)
     """Keep at most this many records per split (smoke tests, quick sweeps)."""
-    s3_endpoint: str | None = None
-    """Endpoint override for S3-compatible stores (MinIO, moto); credentials come from the AWS chain."""
-    s3_region: str | None = None
 
 
 class DataSection(SourceSection):
@@ -424,6 +421,31 @@ class BaselineSection(Config):
         return self
 
 
+class StorageSection(Config):
+    """Where S3 lives, for data reads, checkpoint storage, sweeps and published outputs (`raycad.storage`)."""
+
+    endpoint: str | None = None
+    """Endpoint of an S3-compatible store (MinIO, moto); None = AWS (or ``AWS_ENDPOINT_URL_S3``)."""
+    region: str | None = None
+
+
+LEGACY_STORAGE_KEYS = {"s3_endpoint": "endpoint", "s3_region": "region"}
+"""``data.s3_endpoint`` / ``data.s3_region`` of older configs (and ``--set`` overrides): when given, they set
+``storage.endpoint`` / ``storage.region``."""
+
+
+def _move_legacy_storage_keys(raw: Any) -> Any:
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        return raw
+    data = dict(raw["data"])
+    moved = {new: data.pop(old) for old, new in LEGACY_STORAGE_KEYS.items() if old in data}
+    if not moved:
+        return raw
+    storage = raw.get("storage") or {}
+    storage = storage.to_dict() if isinstance(storage, Config) else storage
+    return {**raw, "data": data, "storage": {**storage, **{k: v for k, v in moved.items() if v is not None}}}
+
+
 class TrainingJobConfig(Config):
     """The sections every training job has (its ``data`` and ``train`` sections are its own)."""
 
@@ -432,6 +454,12 @@ class TrainingJobConfig(Config):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     run: RunSection = Field(default_factory=RunSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_storage(cls, raw: Any) -> Any:
+        return _move_legacy_storage_keys(raw)
 
     @model_validator(mode="after")
     def _check_global_batch(self) -> Self:

@@ -363,28 +363,6 @@ def test_bootstrap_reads_hosts_from_file_or_env(tmp_path):
         read_host_info(tmp_path / "missing.json", env={})
 
 
-# ---- outputs to remote storage ----------------------------------------------------------------------------------
-
-
-def test_publish_run_copies_outputs_next_to_checkpoints(s3_bucket, s3_server, tmp_path):
-    from raycad.config import FinetuneConfig
-    from raycad.launch.outputs import publish_run
-
-    run_dir = tmp_path / "demo-run"
-    for rel in ("results.json", "metrics.csv", "model/config.json", "ray/demo-run/checkpoint_0/state.bin"):
-        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        (run_dir / rel).write_text(rel)
-    cfg = FinetuneConfig.from_dict({"run": {"storage_path": "s3://raycad-launch-test/storage"},
-                                    "data": {"s3_endpoint": s3_server, "s3_region": "us-east-1"}})
-    assert len(publish_run(cfg, run_dir)) == 3
-    listed = s3_bucket.list_objects_v2(Bucket="raycad-launch-test", Prefix="storage/")["Contents"]
-    assert sorted(o["Key"] for o in listed) == ["storage/demo-run/metrics.csv", "storage/demo-run/model/config.json",
-                                                "storage/demo-run/results.json"]
-    body = s3_bucket.get_object(Bucket="raycad-launch-test", Key="storage/demo-run/results.json")["Body"].read()
-    assert body == b"results.json"
-    assert publish_run(FinetuneConfig(), run_dir) == []  # local storage: outputs already are in place
-
-
 def test_bootstrap_takes_toolkit_hyperparameters_and_finds_the_job(tmp_path):
     from raycad.launch.bootstrap import BootstrapOptions, _join_values, build_parser, job_command
 

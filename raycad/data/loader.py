@@ -173,7 +173,8 @@ def _read_sources(cfg: FinetuneConfig, plan: DataPlan) -> tuple[dict[str, Any], 
     if not plan.plans:  # HealthOmics read sets
         from raycad.data.sources import read_sequences
 
-        raw = {name: read_sequences(uri, plan.data, split=name) for name, uri in plan.uris.items() if uri}
+        raw = {name: read_sequences(uri, plan.data, split=name, storage=cfg.storage)
+               for name, uri in plan.uris.items() if uri}
         return raw, plan.class_names, {}, plan.source, ""
     skips = {name: SkipCounter() for name in plan.plans}
     raw = {name: dataset_from_plan(p, skips=skips[name]) for name, p in plan.plans.items()}

@@ -57,15 +57,15 @@ def plan_data(cfg: FinetuneConfig) -> DataPlan:
         data = data.model_copy(update={"class_names": data.class_names or list(task.class_names)})
     if str(uris["train"]).startswith("healthomics://"):  # read sets, streamed by raycad.data.healthomics
         return DataPlan(data, {}, uris, data.class_names, source)
-    plans = {"train": plan_sources(uris["train"], split="train", **options_from_config(data))}
+    plans = {"train": plan_sources(uris["train"], split="train", **options_from_config(data, cfg.storage))}
     class_names = data.class_names or plans["train"].class_names
     if class_names:  # the other splits map labels exactly like train
         data = data.model_copy(update={"class_names": list(class_names)})
     for name in ("validation", "test"):
         if uris[name]:
-            plans[name] = plan_sources(uris[name], split=name, **options_from_config(data))
+            plans[name] = plan_sources(uris[name], split=name, **options_from_config(data, cfg.storage))
     if "test" not in plans and task is not None and data.train:
-        test_plan = _split_of(data.train, "test", options_from_config(data))
+        test_plan = _split_of(data.train, "test", options_from_config(data, cfg.storage))
         if test_plan is not None and not {f.path for f in test_plan.files} & {f.path for f in plans["train"].files}:
             plans["test"] = test_plan
     for plan in plans.values():

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
     import ray.data
 
-    from raycad.config import DataSection
+    from raycad.config import DataSection, StorageSection
 
 log = get_logger(__name__)
 
@@ -340,48 +340,12 @@ def _assign_file_labels(files: list[SourceFile], opts: ReadOptions) -> tuple[lis
 
 def _filesystem(uri: str, s3_endpoint: str | None, s3_region: str | None) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, path inside it, prefix to show users) for a local path or an s3:// URI."""
-    import pyarrow.fs as pafs
+    from raycad.storage import StorageError, filesystem
 
-    if uri.startswith(("s3://", "s3a://")):
-        return _s3_filesystem(s3_endpoint, s3_region), uri.split("://", 1)[1], "s3://"
-    if "://" in uri and not uri.startswith("file://"):
-        raise SourceError(f"unsupported URI scheme in {uri!r}: use a local path, s3://, or hf://")
-    path = os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
-    return pafs.LocalFileSystem(), path, ""
-
-
-def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
-    """pyarrow's S3 filesystem with credentials from the AWS chain (env, profile, config, instance role).
-
-    Static credentials found on the driver (environment, shared credentials or config file) are passed
-    explicitly so that Ray workers on other nodes, or started before they were set, use the same ones;
-    refreshable ones (instance or container roles, SSO, assume-role) are left to each worker's own chain so
-    they keep refreshing. They travel only inside the pickled filesystem and are never logged.
-    """
-    import pyarrow.fs as pafs
-
-    kwargs: dict[str, Any] = {}
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     try:
-        import botocore.session
-
-        session = botocore.session.get_session()
-        region = region or session.get_config_variable("region")
-        creds = session.get_credentials()
-        if creds is not None and creds.method in ("env", "shared-credentials-file", "config-file", "explicit"):
-            frozen = creds.get_frozen_credentials()
-            kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key)
-            if frozen.token:
-                kwargs["session_token"] = frozen.token
-    except ImportError:
-        pass
-    if endpoint:
-        kwargs["endpoint_override"] = endpoint
-        region = region or "us-east-1"
-    if region:
-        kwargs["region"] = region
-    return pafs.S3FileSystem(**kwargs)
+        return filesystem(uri, s3_endpoint, s3_region)
+    except StorageError as err:
+        raise SourceError(str(err)) from None
 
 
 def _s3_error(err: OSError, display: str) -> SourceError:
@@ -1185,11 +1149,13 @@ def read_sequences(uri: str | os.PathLike | Sequence[str | os.PathLike], data: D
                    invalid_chars: InvalidChars | None = None, bad_records: BadRecords | None = None,
                    limit: int | None = None, s3_endpoint: str | None = None, s3_region: str | None = None,
                    cram_reference: str | None = None, skips: SkipCounter | None = None,
-                   override_num_blocks: int | None = None) -> ray.data.Dataset:
+                   override_num_blocks: int | None = None, storage: StorageSection | None = None
+                   ) -> ray.data.Dataset:
     """Labelled sequences from ``uri`` as a lazy Ray Dataset ``{sequence: string, label: int64, id: string}``.
 
-    Options come from ``data`` (a `raycad.config.DataSection`) when given; keyword arguments that are not
-    None override them; anything still unset takes the default shown in brackets.
+    Options come from ``data`` (a `raycad.config.DataSection`) and ``storage`` (the config's
+    `StorageSection`: S3 endpoint and region) when given; keyword arguments that are not None override them;
+    anything still unset takes the default shown in brackets.
 
     Args:
         uri: a local file, directory or glob; ``s3://bucket/key`` (file, prefix or glob); a Hugging Face
@@ -1227,7 +1193,7 @@ def read_sequences(uri: str | os.PathLike | Sequence[str | os.PathLike], data: D
              "header_label_key": header_label_key, "label_tag": label_tag, "invalid_chars": invalid_chars,
              "bad_records": bad_records, "limit": limit, "s3_endpoint": s3_endpoint, "s3_region": s3_region,
              "cram_reference": cram_reference}
-    options = {**_DEFAULTS, **(options_from_config(data) if data is not None else {}),
+    options = {**_DEFAULTS, **(options_from_config(data, storage) if data is not None else {}),
                **{k: v for k, v in given.items() if v is not None}}
     if isinstance(uri, str) and uri.startswith("healthomics://"):
         return _read_healthomics(uri, options)
@@ -1265,6 +1231,10 @@ def read_sequences_from_config(uri: str | os.PathLike | Sequence[str | os.PathLi
     return read_sequences(uri, data, split=split, skips=skips, **overrides)
 
 
-def options_from_config(data: DataSection) -> dict[str, Any]:
-    """The `read_sequences` options a `DataSection` sets (fields it lacks keep their defaults)."""
-    return {name: getattr(data, name) for name in _DEFAULTS if getattr(data, name, None) is not None}
+def options_from_config(data: DataSection, storage: StorageSection | None = None) -> dict[str, Any]:
+    """The `read_sequences` options a `DataSection` and the config's `StorageSection` set (fields they lack
+    keep their defaults)."""
+    options = {name: getattr(data, name) for name in _DEFAULTS if getattr(data, name, None) is not None}
+    if storage is not None:
+        options.update({k: v for k, v in (("s3_endpoint", storage.endpoint), ("s3_region", storage.region)) if v})
+    return options

@@ -85,13 +85,10 @@ class TableWriter:
 
 
 def _filesystem(path: str, s3_endpoint: str | None, s3_region: str | None) -> tuple[Any, Any]:
-    import pyarrow.fs as pafs
+    from raycad.storage import filesystem, is_s3
 
-    if path.startswith("s3://"):
-        fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, region=s3_region) if (s3_endpoint or s3_region) \
-            else pafs.S3FileSystem()
-        return fs, path[len("s3://"):]
-    return pafs.LocalFileSystem(), Path(path).resolve()
+    fs, inside, _ = filesystem(path, s3_endpoint, s3_region)
+    return fs, (inside if is_s3(path) else Path(inside))
 
 
 def empty_output(path: str | os.PathLike, schema: pa.Schema, **kwargs: Any) -> None:

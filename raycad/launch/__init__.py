@@ -9,11 +9,10 @@ All of them run the same library code through the thin entrypoints in ``jobs/`` 
 * **SageMaker**: `launch_sagemaker` (``raycad launch sagemaker``) packages the checkout to S3 and starts a
   training job whose hosts form a Ray cluster through `raycad.launch.bootstrap`.
 
-`publish_run` copies a fine-tuning run's outputs next to its checkpoints when ``run.storage_path`` is remote.
+Run outputs are published next to their checkpoints by `raycad.storage.publish_run`.
 """
 
 from raycad.launch.aws import check_ssh_cidr, create_ssh_security_group
-from raycad.launch.outputs import publish_outputs, publish_run
 from raycad.launch.sagemaker import (
     LaunchResult,
     SageMakerConfig,
@@ -33,7 +32,5 @@ __all__ = [
     "follow_training_job",
     "launch_sagemaker",
     "list_source_files",
-    "publish_outputs",
-    "publish_run",
     "training_job_request",
 ]

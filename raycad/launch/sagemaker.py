@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from raycad import storage
 from raycad.config import Config, ConfigError
 from raycad.runtime import console, get_logger
 
@@ -202,11 +203,6 @@ def build_source_tarball(source_dir: str | Path, exclude: list[str] | tuple[str,
     return buf.getvalue()
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key.strip("/")
-
-
 # ---- request ---------------------------------------------------------------------------------------------
 
 
@@ -315,11 +311,11 @@ def launch_sagemaker(cfg: SageMakerConfig, *, sagemaker_client: Any = None, s3_c
     region = cfg.region or session.region_name
     if not region:
         raise ConfigError("no AWS region: set region in the config or AWS_DEFAULT_REGION")
-    s3 = s3_client or session.client("s3", endpoint_url=cfg.s3_endpoint_url)
+    s3 = s3_client or storage.s3_client(cfg.s3_endpoint_url, region)
     sagemaker = sagemaker_client or session.client("sagemaker", endpoint_url=cfg.sagemaker_endpoint_url)
 
     job_name = cfg.job_name or default_job_name(cfg.job)
-    bucket, prefix = _split_s3(cfg.output_path)
+    bucket, prefix = storage.split_s3(cfg.output_path)
     key = "/".join(p for p in (prefix, job_name, "source", "sourcedir.tar.gz") if p)
     code_uri = f"s3://{bucket}/{key}"
 

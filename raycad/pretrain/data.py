@@ -59,7 +59,8 @@ def read_unlabelled(uris: list[str], cfg: PretrainConfig, skips: Any = None) -> 
     """Sequences (``sequence``, ``id``) of ``uris`` read with the config's source options, labels ignored."""
     from raycad.data.sources import read_sequences
 
-    return read_sequences(uris if len(uris) > 1 else uris[0], cfg.data, label_from="none", skips=skips)
+    return read_sequences(uris if len(uris) > 1 else uris[0], cfg.data, label_from="none", skips=skips,
+                          storage=cfg.storage)
 
 
 def _bundled_train_split(cfg: PretrainConfig) -> ray.data.Dataset:

@@ -104,8 +104,8 @@ def load_pretrain_checkpoint(checkpoint: Any) -> tuple[Any, dict[str, Any]]:
 
 def pretrain(cfg: PretrainConfig, *, show: bool = True) -> PretrainResult:
     """Pre-train as configured; everything goes to ``<run.output_dir>/<run.name>`` (see the module docstring)."""
-    from raycad.launch.outputs import publish_run
     from raycad.pretrain.data import MATERIALIZE_MAX_TOKENS, prepare_pretrain_data
+    from raycad.storage import publish_run
     from raycad.train import report
     from raycad.train.checkpoint import export_model
     from raycad.train.trainer import cache_small_data, start_run

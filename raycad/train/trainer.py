@@ -172,16 +172,11 @@ def resolve_cpus_per_worker(cfg: FinetuneConfig, cluster_cpus: float | None = No
 
 
 def _storage(cfg: FinetuneConfig, storage_path: str | None, run_dir: Path) -> tuple[str, Any]:
-    """(storage_path, storage_filesystem) for Ray Train; S3 endpoint overrides honour ``cfg.data.s3_*``."""
-    path = storage_path or cfg.run.storage_path or str((run_dir / "ray").resolve())
-    if path.startswith("s3://") and (cfg.data.s3_endpoint or cfg.data.s3_region):
-        import pyarrow.fs
+    """(storage_path, storage_filesystem) for Ray Train, honouring the config's ``storage`` section."""
+    from raycad.storage import ray_storage
 
-        fs = pyarrow.fs.S3FileSystem(endpoint_override=cfg.data.s3_endpoint, region=cfg.data.s3_region)
-        return path[len("s3://"):], fs
-    if "://" not in path:
-        path = str(Path(path).resolve())
-    return path, None
+    return ray_storage(storage_path or cfg.run.storage_path or str(run_dir / "ray"), cfg.storage.endpoint,
+                       cfg.storage.region)
 
 
 def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int,
@@ -484,7 +479,7 @@ def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | Non
     report.write_results(run_dir, results)
     report.write_metrics_csv(run_dir / "metrics.csv", history)
     report.plot_learning_curve(run_dir / "learning_curve.png", history, metric=metric, baseline=baseline)
-    from raycad.launch.outputs import publish_run
+    from raycad.storage import publish_run
 
     publish_run(cfg, run_dir)  # remote run.storage_path (s3://): outputs go next to the checkpoints too
     if show:

@@ -351,19 +351,15 @@ def resume_sweep(sweep_dir: str | Path, *, show: bool = True) -> SweepResult:
 
 
 def _storage(cfg: SweepConfig, out: Path) -> tuple[str, Any]:
-    """(root URI of this sweep's Ray storage, pyarrow filesystem for s3:// or None for local paths).
+    """(root URI of this sweep's Ray storage, pyarrow filesystem for s3:// or None for local paths), honouring
+    ``base.storage`` (S3 endpoint and region)."""
+    from raycad.storage import ray_storage
 
-    S3 honours ``base.data.s3_endpoint`` / ``s3_region`` (MinIO, moto); credentials come from the AWS chain.
-    """
-    if cfg.storage_path and cfg.storage_path.startswith("s3://"):
-        import pyarrow.fs
-
-        fs = pyarrow.fs.S3FileSystem(endpoint_override=cfg.base.data.s3_endpoint, region=cfg.base.data.s3_region)
-        return f"{cfg.storage_path.rstrip('/')}/{cfg.name}", fs
-    if cfg.storage_path and "://" in cfg.storage_path:
-        raise ConfigError(f"storage_path {cfg.storage_path!r}: only local paths and s3:// are supported")
-    root = Path(cfg.storage_path) / str(cfg.name) if cfg.storage_path else out / "ray"
-    return str(root.resolve()), None
+    if not cfg.storage_path:
+        return str((out / "ray").resolve()), None
+    root = f"{cfg.storage_path.rstrip('/')}/{cfg.name}"
+    path, fs = ray_storage(root, cfg.base.storage.endpoint, cfg.base.storage.region)
+    return (root if fs is not None else path), fs
 
 
 def _fs_path(uri: str, fs: Any) -> str:

@@ -21,6 +21,8 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from raycad import storage
+
 GET_READ_SET_TPS = 30.0
 CONTROL_TPS = 5.0
 
@@ -104,8 +106,7 @@ def s3_client(conn: OmicsConnection):
     key = ("s3", conn)
     with _CLIENTS_LOCK:
         if key not in _CLIENTS:
-            _CLIENTS[key] = boto3.session.Session().client(
-                "s3", region_name=conn.region, endpoint_url=conn.s3_endpoint_url, config=_boto_config(conn))
+            _CLIENTS[key] = storage.s3_client(conn.s3_endpoint_url, conn.region, _boto_config(conn))
         return _CLIENTS[key]
 
 

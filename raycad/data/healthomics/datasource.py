@@ -334,15 +334,11 @@ def _fetcher(spec: ReadSetPart, connection: OmicsConnection, read_path: ReadPath
 
 
 def _s3_filesystem(s3_uri: str | None, connection: OmicsConnection):
-    from pyarrow import fs
+    from raycad.storage import s3_filesystem
 
     if not s3_uri or not s3_uri.startswith("s3://"):
         raise HealthOmicsError(f"HealthOmics: not an S3 URI: {s3_uri!r}")
-    kwargs: dict[str, Any] = {"region": connection.region or "us-east-1"}
-    if connection.s3_endpoint_url:
-        endpoint = urlsplit(connection.s3_endpoint_url)
-        kwargs.update(endpoint_override=endpoint.netloc or endpoint.path, scheme=endpoint.scheme or "https")
-    return fs.S3FileSystem(**kwargs), s3_uri[len("s3://"):]
+    return s3_filesystem(connection.s3_endpoint_url, connection.region or "us-east-1"), s3_uri[len("s3://"):]
 
 
 def _read_part(spec: ReadSetPart, connection: OmicsConnection, label_policy: LabelPolicy,

@@ -395,10 +395,12 @@ def existing_read_sets(client, store_id: str, subject_ids: set[str]) -> dict[str
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ConfigError(f"staging_uri must be s3://bucket/prefix, got {uri!r}")
-    return parts.netloc, parts.path.strip("/")
+    from raycad.storage import StorageError, split_s3
+
+    try:
+        return split_s3(uri)
+    except StorageError:
+        raise ConfigError(f"staging_uri must be s3://bucket/prefix, got {uri!r}") from None
 
 
 def upload(cfg: OmicsImportConfig, shards: list[_Shard]) -> dict[str, str]:
