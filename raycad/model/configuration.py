@@ -16,11 +16,10 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-# Token ids of the Caduceus character tokenizer: [CLS]=0 [SEP]=1 [BOS]=2 [MASK]=3 [PAD]=4 [RESERVED]=5 [UNK]=6
-# A=7 C=8 G=9 T=10 N=11. A<->T and C<->G are complements; every other id is its own complement.
-DNA_VOCAB_SIZE = 12
-PAD_TOKEN_ID = 4
-DNA_COMPLEMENT_MAP: dict[int, int] = {i: i for i in range(DNA_VOCAB_SIZE)} | {7: 10, 8: 9, 9: 8, 10: 7}
+# The token ids and their complements are the tokenizer's (defined once, in raycad.model.tokenizer).
+from raycad.model.tokenizer import COMPLEMENT_MAP as DNA_COMPLEMENT_MAP
+from raycad.model.tokenizer import PAD_ID as PAD_TOKEN_ID
+from raycad.model.tokenizer import VOCAB_SIZE as DNA_VOCAB_SIZE
 
 DEFAULT_SSM_CFG: dict[str, Any] = {
     "d_state": 16,

@@ -32,6 +32,9 @@ SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[
 BASES = "ACGTN"
 VOCAB: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + tuple(BASES))}
 ID_TO_TOKEN: tuple[str, ...] = tuple(VOCAB)
+VOCAB_SIZE = len(VOCAB)
+COMPLEMENT_MAP: dict[int, int] = {i: i for i in range(VOCAB_SIZE)} | {A_ID: T_ID, C_ID: G_ID, G_ID: C_ID, T_ID: A_ID}
+"""The complement of every token id: A<->T, C<->G; specials and N are their own complement."""
 
 InvalidPolicy = Literal["unk", "n", "reject"]
 Side = Literal["left", "right"]
@@ -61,9 +64,7 @@ _LONG_RECORD = 512
 """Mean kept tokens per record above which records are copied one slice at a time."""
 
 _COMPLEMENT = np.arange(256, dtype=np.int64)
-_COMPLEMENT[[A_ID, C_ID, G_ID, T_ID]] = [T_ID, G_ID, C_ID, A_ID]
-COMPLEMENT_IDS = _COMPLEMENT[:16].copy()
-"""Complement of each token id (specials and N map to themselves), the model's 16-entry complement map."""
+_COMPLEMENT[list(COMPLEMENT_MAP)] = list(COMPLEMENT_MAP.values())
 
 
 def reverse_complement_ids(ids: Any, padding_side: Side | None = None) -> Any:
