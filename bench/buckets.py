@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from raycad.data.batching import PaddingRule, bucket_batches
     from raycad.data.loader import BatchCollator
     from raycad.model import CaduceusTokenizer
-    from raycad.train.checkpoint import build_model
+    from raycad.train.build import build_model
     from raycad.train.loop import build_optimizer
 
     torch.set_num_threads(2)

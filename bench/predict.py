@@ -39,7 +39,8 @@ OLD_REV = "8ddfcc1"
 def export_demo_model(directory: Path) -> Path:
     from raycad.config import FinetuneConfig
     from raycad.data.batching import PaddingRule
-    from raycad.train.checkpoint import build_model, export_model
+    from raycad.train.build import build_model
+    from raycad.train.checkpoint import export_model
 
     cfg = FinetuneConfig()
     model = build_model(cfg, 2, ["0", "1"])

@@ -80,7 +80,7 @@ def train_plain(cfg, n_batches: int, threads: int, records: int | None = None) -
     from raycad.data.loader import BUNDLED_DEMO
     from raycad.model import CaduceusTokenizer
     from raycad.model.tokenizer import reverse_complement_ids
-    from raycad.train.checkpoint import build_model
+    from raycad.train.build import build_model
     from raycad.train.loop import _optimizer_step, build_optimizer, build_scheduler
 
     torch.set_num_threads(threads)

@@ -89,7 +89,8 @@ def test_finetune_bad_input_fails_before_ray_with_one_line(tmp_path, capsys, no_
 def _exported(tmp_path: Path) -> Path:
     """A tiny exported model directory (as `raycad finetune` writes one)."""
     from raycad.config import FinetuneConfig
-    from raycad.train.checkpoint import build_model, export_model
+    from raycad.train.build import build_model
+    from raycad.train.checkpoint import export_model
 
     cfg = FinetuneConfig().with_overrides({"model.overrides": {"d_model": 16, "n_layer": 1}})
     model = build_model(cfg, 2, ["neg", "pos"])

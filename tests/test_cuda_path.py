@@ -173,7 +173,7 @@ def test_bf16_autocast_forward_backward(fused, rcps):
 
 def test_lora_on_dt_proj_through_the_fused_branch(monkeypatch):
     from raycad.config import FinetuneConfig
-    from raycad.train.checkpoint import build_model
+    from raycad.train.build import build_model
     from raycad.train.lora import merge_lora
 
     cuda_doubles.install(monkeypatch, conv=False)

@@ -20,7 +20,8 @@ MAX_LENGTH = 64
 
 
 def export_tiny(directory: Path, **meta_overrides) -> Path:
-    from raycad.train.checkpoint import build_model, export_model
+    from raycad.train.build import build_model
+    from raycad.train.checkpoint import export_model
 
     cfg = FinetuneConfig().with_overrides({"model.preset": "caduceus-ph-1k-d128-l4",
                                            "model.overrides": {"d_model": 32, "n_layer": 1}, "train.seed": 3})
@@ -156,7 +157,8 @@ def test_evaluate_checkpoint_on_actors(ray_local, tmp_path) -> None:
 
     from raycad.data.preprocess import conjoin
     from raycad.model import CaduceusTokenizer
-    from raycad.train.checkpoint import build_model, save_training_checkpoint
+    from raycad.train.build import build_model
+    from raycad.train.checkpoint import save_training_checkpoint
     from raycad.train.loop import build_optimizer, build_scheduler
     from raycad.train.trainer import evaluate_split
 

@@ -201,7 +201,8 @@ def test_export_matches_released_mlm_keys_and_loads_into_classifier(shared_dir, 
 
     from raycad.model import CaduceusForSequenceClassification
     from raycad.pretrain.loop import build_mlm_model
-    from raycad.train.checkpoint import build_model, export_model
+    from raycad.train.build import build_model
+    from raycad.train.checkpoint import export_model
 
     reference = shared_dir / "reference" / "caduceus_ps_tiny"
     cfg = PretrainConfig.load(overrides=[f"model.pretrained={reference}"])  # continue from the released layout

@@ -368,7 +368,7 @@ def test_fused_fallback_without_numba(monkeypatch, caplog):
 def test_model_scan_impl_config_reaches_the_scan(monkeypatch):
     """``model.scan_impl`` of the run config selects the path in the process that builds the model."""
     from raycad.config import ConfigError, FinetuneConfig
-    from raycad.train.checkpoint import build_model
+    from raycad.train.build import build_model
 
     monkeypatch.setattr(scan, "_configured", "auto")
     monkeypatch.setenv("RAYCAD_SELECTIVE_SCAN", "reference")

@@ -167,7 +167,7 @@ def test_two_workers_of_batch_b_equal_one_worker_of_batch_2b(ray_local, tiny_dat
     import torch
 
     from raycad.data import prepare_datasets
-    from raycad.train.checkpoint import build_model
+    from raycad.train.build import build_model
     from raycad.train.trainer import build_trainer
 
     global_batch, length = 16, 64

@@ -334,7 +334,7 @@ def test_lora_refuses_modules_the_mixer_does_not_call(targets) -> None:
 
 
 def test_lora_on_caduceus_every_adapter_gets_gradient_and_merges() -> None:
-    from raycad.train.checkpoint import build_model
+    from raycad.train.build import build_model
 
     cfg = FinetuneConfig().with_overrides({"model.preset": "caduceus-ph-1k-d128-l4", "peft.method": "lora",
                                            "model.overrides": {"d_model": 32, "n_layer": 2}})
@@ -364,3 +364,38 @@ def test_lora_on_caduceus_every_adapter_gets_gradient_and_merges() -> None:
     merged = merge_lora(model)
     assert not any("lora" in n for n in merged.state_dict())
     torch.testing.assert_close(merged(input_ids=ids).logits, out.logits, atol=1e-5, rtol=1e-4)
+
+
+def test_worker_steps_alone_train_validate_and_stop_early() -> None:
+    """`make_worker` + `train_epoch` / `validate` / `end_epoch` on a tiny model, without Ray: the loss falls,
+    every optimizer step is counted (an incomplete accumulation included), metrics cover every record, and
+    early stopping follows ``patience``."""
+    from raycad.train.build import build_model
+    from raycad.train.loop import end_epoch, make_worker, train_epoch, validate
+
+    cfg = FinetuneConfig().with_overrides({"model.preset": "caduceus-ph-1k-d128-l4", "train.batch_size": 16,
+                                           "train.grad_accum": 3, "train.epochs": 4, "train.patience": 1,
+                                           "optim.lr": 3e-3, "model.overrides": {"d_model": 32, "n_layer": 2}})
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 2
+    ids = torch.where(torch.rand(64, 40, generator=gen) < 0.8, 7 + labels[:, None], 9)  # mostly A (0) / C (1)
+    batches = [{"input_ids": ids[i:i + 16], "labels": labels[i:i + 16]} for i in range(0, 64, 16)]
+    w = make_worker(cfg, build_model(cfg, 2), num_classes=2, num_rows=64, device=torch.device("cpu"))
+    assert w.batches_per_epoch == 4 and w.rows_per_batch == 16
+
+    first = train_epoch(w, batches)
+    assert first["train_samples"] == 64 and w.progress.step == 2  # 3 micro-batches + the remaining 1
+    before = validate(w, batches[:2])
+    assert before["val_n"] == 32 and set(before["val_per_class"]) == {"support", "predicted", "true_positives"}
+    for _ in range(3):
+        last = train_epoch(w, batches)
+    assert last["train_loss"] < first["train_loss"] and w.progress.step == 8
+    after = validate(w, batches[:2])
+    assert after["val_loss"] < before["val_loss"] and after["val_accuracy"] == 1.0
+
+    w.progress.epoch = 0
+    one = end_epoch(w, first, {**before, "val_accuracy": 0.9}, 1.0)
+    assert (one["epoch"], w.progress.best, w.progress.bad_epochs, w.progress.stopped_early) == (1, 0.9, 0, False)
+    end_epoch(w, first, {**before, "val_accuracy": 0.8}, 1.0)  # no better: patience 1 is used up
+    assert (w.progress.epoch, w.progress.best_epoch, w.progress.stopped_early) == (2, 1, True)
+    assert [h["epoch"] for h in w.progress.history] == [1, 2]

@@ -207,7 +207,7 @@ def test_cross_validated_trials_score_on_all_folds_and_report_mean_and_spread():
 
     import pandas as pd
 
-    from raycad.tune.published import PROTOCOL
+    from raycad.data.tasks import PROTOCOL
     from raycad.tune.sweep import _trial_record
 
     # a CV trial reports a running mean after each fold; only the last report (all folds) scores it

@@ -29,11 +29,11 @@ def _baseline(args: argparse.Namespace) -> int:
 
     from raycad.baseline import describe, run_baseline
     from raycad.config import FinetuneConfig
+    from raycad.data.tasks import resolve_task_or_uri
     from raycad.runtime import console
-    from raycad.train.cli import _data_fields
     from raycad.train.report import HEADLINE, fmt
 
-    cfg = config_from_args(FinetuneConfig, args, **_data_fields(args.data))
+    cfg = config_from_args(FinetuneConfig, args, **resolve_task_or_uri(args.data))
     result, report = run_baseline(cfg)
     splits = [s for s, p in (("validation", "val_"), ("test", "test_")) if f"{p}accuracy" in result]
     table = Table(title="raycad baseline")

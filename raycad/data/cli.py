@@ -69,16 +69,10 @@ def _data_report(args: argparse.Namespace) -> int:
     from raycad.config import FinetuneConfig
     from raycad.data.loader import prepare_datasets
     from raycad.data.plan import plan_data
-    from raycad.data.tasks import get_task
+    from raycad.data.tasks import resolve_task_or_uri
     from raycad.runtime import init_ray
 
-    fields = {}
-    if args.data:
-        try:
-            fields["data.task"] = get_task(args.data).name
-        except ValueError:
-            fields["data.train"] = args.data
-    cfg = config_from_args(FinetuneConfig, args, **fields)
+    cfg = config_from_args(FinetuneConfig, args, **resolve_task_or_uri(args.data))
     plan = plan_data(cfg)  # before Ray starts
     init_ray()
     report = prepare_datasets(cfg, plan).report()

@@ -556,7 +556,7 @@ def _mamba_selective_scan_fn(device: torch.device) -> Callable[..., Any] | None:
 
 def set_scan_impl(impl: str) -> None:
     """Choose the scan implementation for this process (``model.scan_impl`` of the run config; applied by
-    `raycad.train.checkpoint.build_model`). ``auto`` leaves the choice to ``RAYCAD_SELECTIVE_SCAN`` / `scan_path`."""
+    `raycad.train.build.build_model`). ``auto`` leaves the choice to ``RAYCAD_SELECTIVE_SCAN`` / `scan_path`."""
     global _configured
     if impl not in SCAN_IMPLS:
         raise ValueError(f"scan implementation {impl!r}: expected one of {', '.join(SCAN_IMPLS)}")

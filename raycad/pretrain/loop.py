@@ -35,7 +35,7 @@ EVAL_SALT = 0xE7A1
 def build_mlm_model(cfg: PretrainConfig) -> torch.nn.Module:
     """`CaduceusForMaskedLM` as ``cfg.model`` says (random init of the preset, or a checkpoint to continue)."""
     from raycad.model import CaduceusForMaskedLM
-    from raycad.train.checkpoint import build_base_model
+    from raycad.train.build import build_base_model
 
     return build_base_model(CaduceusForMaskedLM, cfg)
 

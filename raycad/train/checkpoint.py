@@ -1,4 +1,4 @@
-"""Building the model for a run, and saving / restoring what a run needs.
+"""Saving and restoring what a run needs (the model itself is built by `raycad.train.build`).
 
 A training checkpoint (one directory per reported epoch) holds only what resuming needs:
 
@@ -9,7 +9,7 @@ A training checkpoint (one directory per reported epoch) holds only what resumin
   the run's `FinetuneConfig`, the label names and ``frozen_checksum``.
 
 Frozen weights are not stored: they come back from ``cfg.model.pretrained`` or, for a random init, from
-the seeded initialisation (`build_model` seeds with ``cfg.train.seed`` on CPU). ``frozen_checksum`` (a sum
+the seeded initialisation (`raycad.train.build.build_model` seeds with ``cfg.train.seed`` on CPU). ``frozen_checksum`` (a sum
 over the frozen tensors) is verified on load so a changed base model fails loudly instead of silently.
 
 An exported model (`export_model`) is a Hugging Face-style directory: LoRA merged, ``save_pretrained``
@@ -42,56 +42,6 @@ EXPORT_META_NAME = "raycad.json"
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DDP/FSDP wrapper (or the model itself)."""
     return getattr(model, "module", model)
-
-
-def head_config_kwargs(cfg: FinetuneConfig, num_classes: int) -> dict[str, Any]:
-    """The classification-head fields of `CaduceusConfig` for this run."""
-    return {
-        "num_labels": num_classes,
-        "pooling": cfg.head.pooling,
-        "pool_ignore_padding": cfg.head.pool_ignore_padding,
-        "head_hidden_sizes": list(cfg.head.hidden_sizes),
-        "head_dropout": cfg.head.dropout,
-        "head_activation": cfg.head.activation,
-        "conjoin_train": cfg.head.conjoin_train,
-        "conjoin_eval": cfg.head.conjoin_eval,
-    }
-
-
-def build_base_model(model_class: type, cfg: Any, **config_kwargs: Any) -> nn.Module:
-    """``model_class`` (a Caduceus model class) as ``cfg.model`` says, on CPU: ``cfg.model.pretrained`` weights
-    (released layout or a raycad export) or a random init of ``cfg.model.preset`` seeded with ``cfg.train.seed``;
-    ``config_kwargs`` and ``cfg.model.overrides`` change the config."""
-    from raycad.model import CaduceusConfig
-    from raycad.model.scan import set_scan_impl
-
-    set_scan_impl(cfg.model.scan_impl)  # process-wide: every Ray worker builds its model through here
-    torch.manual_seed(cfg.train.seed)  # identical init on every worker and on every resume
-    if cfg.model.pretrained:
-        model = model_class.from_pretrained(cfg.model.pretrained, **config_kwargs, **cfg.model.overrides)
-    else:
-        config = CaduceusConfig.from_preset(cfg.model.preset, **{**cfg.model.overrides, **config_kwargs})
-        model = model_class(config)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    return model
-
-
-def build_model(cfg: FinetuneConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
-    """The run's classifier on CPU: pretrained weights or a seeded random init, plus LoRA if configured."""
-
-    from raycad.model import CaduceusForSequenceClassification
-
-    head = head_config_kwargs(cfg, num_classes)
-    if class_names:
-        head["id2label"] = dict(enumerate(class_names))
-        head["label2id"] = {name: i for i, name in enumerate(class_names)}
-    model = build_base_model(CaduceusForSequenceClassification, cfg, **head)
-    if cfg.peft.method == "lora":
-        from raycad.train.lora import apply_lora
-
-        model = apply_lora(model, cfg.peft)
-    return model
 
 
 def frozen_checksum(model: nn.Module) -> float:
@@ -190,6 +140,8 @@ def load_model_from_checkpoint(checkpoint: ray.train.Checkpoint | str | os.PathL
         with checkpoint.as_directory() as directory:
             return load_model_from_checkpoint(directory, merge=merge)
     state = read_state(checkpoint)
+    from raycad.train.build import build_model
+
     cfg = FinetuneConfig.from_dict(state["config"], source=str(Path(checkpoint) / STATE_NAME))
     model = build_model(cfg, state["num_classes"], state.get("class_names"))
     load_trainable_weights(model, checkpoint, state.get("frozen_checksum"))

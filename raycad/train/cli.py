@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-from typing import Any
 
 from raycad.cli import (
     add_config_args,
@@ -76,32 +74,20 @@ actors (one per CPU, or one per GPU with --gpu), streaming, so inputs larger tha
 """
 
 
-def _data_fields(arg: str | None) -> dict[str, Any]:
-    """A positional TASK_OR_URI -> config fields (data.task for a known task, else data.train)."""
-    if not arg:
-        return {}
-    from raycad.config import ConfigError
-    from raycad.data import get_task
-
-    try:
-        return {"data.task": get_task(arg).name}
-    except (ConfigError, KeyError, ValueError):
-        return {"data.train": arg}
-
-
 def _finetune(args: argparse.Namespace) -> int:
     from raycad.config import FinetuneConfig
     from raycad.data.plan import plan_data
+    from raycad.data.tasks import resolve_task_or_uri
     from raycad.train.trainer import default_run_name, resolve_resume
 
-    fields = {**_data_fields(args.data), **run_fields(args), "train.cv_folds": args.cv}
+    fields = {**resolve_task_or_uri(args.data), **run_fields(args), "train.cv_folds": args.cv}
     cfg = config_from_args(FinetuneConfig, args, **fields)
     cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
     cfg = resolve_resume(cfg, args.resume_policy or "refuse")  # a changed config: refused before Ray starts
     plan = plan_data(cfg)  # missing files, empty tables, unusable labels: fail now, not after Ray started
 
     def run(cfg: FinetuneConfig) -> None:
-        from raycad.train.trainer import finetune
+        from raycad.train.recipe import finetune
 
         finetune(cfg, plan=plan)
 
@@ -111,47 +97,20 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from raycad.config import FinetuneConfig
-    from raycad.infer import read_spec
-    from raycad.runtime import console, init_ray
-    from raycad.train.checkpoint import EXPORT_META_NAME, STATE_NAME
+    from raycad.runtime import console
+    from raycad.train.recipe import MissingSplit, evaluate
     from raycad.train.report import metrics_table
-    from raycad.train.trainer import evaluate_split
 
-    model_dir = Path(args.model_dir)
-    spec = read_spec(model_dir)  # fails here, before Ray starts, on a bad directory
-    meta_file = model_dir / (STATE_NAME if (model_dir / STATE_NAME).is_file() else EXPORT_META_NAME)
-    base = (json.loads(meta_file.read_text()).get("config") if meta_file.is_file() else None) or {}
-    cfg = FinetuneConfig.from_dict(base, source=str(meta_file)) if base else FinetuneConfig()
-    data: dict[str, Any] = {"task": None, "train": None, "validation": None, "test": None, "limit": None}
-    split = args.split
-    fields = _data_fields(args.data)
-    if "data.task" in fields:
-        data["task"] = fields["data.task"]
-    elif "data.train" in fields:  # score the whole file: it serves as every split, only "test" is read
-        data.update(train=args.data, validation=args.data, test=args.data)
-        split = "test"
-    data.update(class_names=list(spec.class_names), max_length=spec.max_length, truncation=spec.truncation)
-    if args.config:
-        cfg = FinetuneConfig.from_file(args.config)
-    cfg = cfg.with_overrides({f"data.{k}": v for k, v in data.items()})
-    if args.overrides:
-        cfg = cfg.with_overrides(args.overrides)
-    from raycad.data import prepare_datasets
-    from raycad.data.plan import plan_data
-
-    plan = plan_data(cfg)  # before Ray starts
-    init_ray()
-    prepared = prepare_datasets(cfg, plan)
-    if split not in prepared.datasets:
-        raise SystemExit(f"raycad evaluate: the data has no {split!r} split (has {sorted(prepared.datasets)})")
-    start = time.perf_counter()
-    metrics = evaluate_split(cfg, model_dir, prepared, split).metrics
-    console.print(metrics_table(metrics, title=f"{model_dir} on {args.data or 'bundled demo'} [{split}]",
-                                class_names=prepared.class_names))
-    console.print(f"{metrics.get(f'{_prefix(split)}n', 0)} records in {time.perf_counter() - start:.1f} s")
+    try:
+        result = evaluate(args.model_dir, args.data, split=args.split, config=args.config,
+                          overrides=args.overrides)
+    except MissingSplit as err:
+        raise SystemExit(f"raycad evaluate: {err}") from None
+    console.print(metrics_table(result.metrics, title=f"{args.model_dir} on {args.data or 'bundled demo'} "
+                                f"[{result.split}]", class_names=result.class_names))
+    console.print(f"{result.metrics.get(f'{_prefix(result.split)}n', 0)} records in {result.seconds:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(result.metrics, indent=2) + "\n")
     return 0
 
 

@@ -3,7 +3,7 @@
 ``raycad finetune --cv K`` (``train.cv_folds=K``): the training split is cut into K stratified, seeded folds
 (`raycad.data.splits.fold_of`: per class, ordered by a seeded hash of the sequence; identical sequences
 share a fold). Fold i's run trains on the other K - 1 folds, early-stops and picks its checkpoint on fold i,
-and is scored on the test split, by exactly `raycad.train.trainer.finetune` (the k-mer baseline beside it,
+and is scored on the test split, by exactly `raycad.train.recipe.finetune` (the k-mer baseline beside it,
 on the same fold records). The folds run as Ray Train runs one after another, each in
 ``<run>/fold_<i>/`` with its own results.json, learning curve, ``splits/`` (the fold's record ids) and
 checkpoints; a finished fold is kept when the run is started again under the same name. ``<run>/results.json``
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from raycad.data import PreparedData
-    from raycad.train.trainer import FinetuneResult
+    from raycad.train.recipe import FinetuneResult
 
 log = get_logger("raycad.train.cv")
 
@@ -103,11 +103,42 @@ def _fold_row(i: int, results: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _run_fold(cfg: FinetuneConfig, i: int, fold_data: PreparedData, sizes: np.ndarray,
+              data_report: dict[str, Any], run_dir: Any) -> dict[str, Any]:
+    """Fold ``i`` (1-based) trained by `finetune` in ``<run>/fold_<i>``, or kept when it finished before an
+    interruption; returns its summary row."""
+    from raycad.train.recipe import finetune
+
+    k = len(sizes)
+    fold_dir = run_dir / f"fold_{i}"
+    saved = fold_dir / "results.json"
+    if saved.is_file():  # finished before an interruption: keep it
+        log.info("fold %d/%d already finished: keeping %s", i, k, saved)
+        fold_results = json.loads(saved.read_text())
+    else:
+        log.info("fold %d/%d: training on %d records, validating on fold %d (%d records)", i, k,
+                 int(sizes.sum() - sizes[i - 1].sum()), i, int(sizes[i - 1].sum()))
+        fold_cfg = cfg.with_overrides({"run.name": f"fold_{i}", "run.output_dir": str(run_dir),
+                                       "train.cv_folds": 0, "run.export_model": False})
+        fold_report = {**data_report, "note": f"fold {i} of {k}: {data_report.get('note', '')}".strip(),
+                       "splits": {"train": {"records": int(sizes.sum() - sizes[i - 1].sum())},
+                                  "validation": {"records": int(sizes[i - 1].sum())},
+                                  **({"test": data_report["splits"]["test"]}
+                                     if "test" in data_report["splits"] else {})}}
+        fold_results = finetune(fold_cfg, show=False, data=fold_data, data_report=fold_report).results
+    row = {**_fold_row(i, fold_results), "run_dir": str(fold_dir)}
+    log.info("fold %d/%d: test accuracy %.4f%s", i, k, row["test_accuracy"] or float("nan"),
+             f" (baseline {row['baseline_test_accuracy']:.4f})" if row.get("baseline_test_accuracy") is not None
+             else "")
+    return row
+
+
 def finetune_cv(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
     """Run the K folds of ``cfg.train.cv_folds`` (see the module doc); returns the summary as a result."""
     from raycad.data import prepare_datasets
     from raycad.train import report
-    from raycad.train.trainer import FinetuneResult, cache_small_data, default_run_name, finetune, start_run
+    from raycad.train.recipe import FinetuneResult
+    from raycad.train.trainer import cache_small_data, default_run_name, start_run
 
     k, seed = cfg.train.cv_folds, cfg.train.seed
     t0 = time.perf_counter()
@@ -119,29 +150,7 @@ def finetune_cv(cfg: FinetuneConfig, *, show: bool = True) -> FinetuneResult:
     folds, sizes = fold_datasets(data, k, seed)
     log.info("%d folds of the training split, records per fold and class: %s", k, sizes.tolist())
 
-    rows = []
-    for i, fold_data in enumerate(folds, start=1):
-        fold_dir = run_dir / f"fold_{i}"
-        saved = fold_dir / "results.json"
-        if saved.is_file():  # finished before an interruption: keep it
-            log.info("fold %d/%d already finished: keeping %s", i, k, saved)
-            fold_results = json.loads(saved.read_text())
-        else:
-            log.info("fold %d/%d: training on %d records, validating on fold %d (%d records)", i, k,
-                     int(sizes.sum() - sizes[i - 1].sum()), i, int(sizes[i - 1].sum()))
-            fold_cfg = cfg.with_overrides({"run.name": f"fold_{i}", "run.output_dir": str(run_dir),
-                                           "train.cv_folds": 0, "run.export_model": False})
-            fold_report = {**data_report, "note": f"fold {i} of {k}: {data_report.get('note', '')}".strip(),
-                           "splits": {"train": {"records": int(sizes.sum() - sizes[i - 1].sum())},
-                                      "validation": {"records": int(sizes[i - 1].sum())},
-                                      **({"test": data_report["splits"]["test"]}
-                                         if "test" in data_report["splits"] else {})}}
-            fold_results = finetune(fold_cfg, show=False, data=fold_data, data_report=fold_report).results
-        rows.append({**_fold_row(i, fold_results), "run_dir": str(fold_dir)})
-        log.info("fold %d/%d: test accuracy %.4f%s", i, k, rows[-1]["test_accuracy"] or float("nan"),
-                 f" (baseline {rows[-1]['baseline_test_accuracy']:.4f})" if rows[-1].get("baseline_test_accuracy")
-                 is not None else "")
-
+    rows = [_run_fold(cfg, i, fold_data, sizes, data_report, run_dir) for i, fold_data in enumerate(folds, start=1)]
     keys = [f"{s}_{m}" for s in ("test", "val") for m in METRICS]
     results: dict[str, Any] = {
         "run": name,

@@ -1,8 +1,10 @@
 """The per-worker training function run by Ray Train's `TorchTrainer`, and the pieces it is made of.
 
-`train_loop_per_worker(config)` receives ``{"cfg": FinetuneConfig.to_dict(), "num_classes", "class_names",
-"max_length", "num_train", "cpus_per_worker", "train_batch_rows"}`` (the last is set when the training data
-is length-bucketed: one row per per-worker batch) and, on every worker:
+`train_loop_per_worker(config)` is `setup`, then per epoch `train_epoch`, `validate`, `end_epoch` and
+`report`; each works alone (`make_worker` builds a `Worker` without Ray). It receives ``{"cfg":
+FinetuneConfig.to_dict(), "num_classes", "class_names", "max_length", "num_train", "cpus_per_worker",
+"train_batch_rows"}`` (the last is set when the training data is length-bucketed: one row per per-worker
+batch) and, on every worker:
 
 1. sets torch threads to the worker's CPUs, builds the model (seeded, identical on every rank), applies LoRA,
    wraps it for DDP with ``ray.train.torch.prepare_model``;
@@ -26,7 +28,8 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -194,122 +197,194 @@ def report_with_checkpoint(metrics: dict[str, Any], dir_name: str, *, rank: int,
 # ---- the worker function ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class Progress:
+    """How far the run has come; saved in every checkpoint's state.json and restored on resume."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class Worker:
+    """One worker's training state: built by `setup` (or `make_worker`), used by `train_epoch`, `validate`
+    and `report`."""
+
+    cfg: FinetuneConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    device: torch.device
+    num_classes: int
+    rows_per_batch: int
+    """Rows per per-worker batch: the batch size, or 1 when each row of bucketed data is a batch."""
+    batches_per_epoch: int
+    rank: int = 0
+    world: int = 1
+    bucketed: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Saved beside the progress in every checkpoint: class_names, max_length."""
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def make_worker(cfg: FinetuneConfig, model: nn.Module, *, num_classes: int, num_rows: int, device: torch.device,
+                rank: int = 0, world: int = 1, bucketed: bool = False,
+                meta: dict[str, Any] | None = None) -> Worker:
+    """A `Worker` around ``model`` (already on ``device``): optimizer, LR schedule over every epoch's steps,
+    loss scaler. ``num_rows`` rows of training data are split over ``world`` workers."""
+    rows_per_batch = 1 if bucketed else cfg.train.batch_size // world
+    epoch_steps = steps_per_epoch(num_rows, world, rows_per_batch, cfg.train.grad_accum)
+    optimizer = build_optimizer(model, cfg)
+    return Worker(cfg=cfg, model=model, optimizer=optimizer,
+                  scheduler=build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs),
+                  scaler=grad_scaler(device, cfg.train.precision), device=device, num_classes=num_classes,
+                  rows_per_batch=rows_per_batch, batches_per_epoch=math.ceil((num_rows // world) / rows_per_batch),
+                  rank=rank, world=world, bucketed=bucketed, meta=dict(meta or {}))
+
+
+def setup(config: dict[str, Any]) -> Worker:
+    """Threads, the model (seeded, identical on every rank; LoRA applied) wrapped for DDP, optimizer and
+    schedule, and the progress of the run's latest checkpoint when Ray Train restarts it."""
+    import ray.train.torch
+
+    from raycad.train.build import build_model
+
+    cfg = FinetuneConfig.from_dict(config["cfg"], source="train_loop_per_worker config")
+    rank, world, device = setup_worker(cfg, config.get("cpus_per_worker", 1))
+    model = ray.train.torch.prepare_model(build_model(cfg, config["num_classes"], config.get("class_names")))
+    # Length-bucketed training data has one row per per-worker batch (`raycad.data.batching.bucket_dataset`).
+    bucket_rows = config.get("train_batch_rows")
+    worker = make_worker(cfg, model, num_classes=config["num_classes"], num_rows=bucket_rows or config["num_train"],
+                         device=device, rank=rank, world=world, bucketed=bool(bucket_rows),
+                         meta={"class_names": config.get("class_names"), "max_length": config.get("max_length")})
+    state = asdict(worker.progress)
+    checkpoint = resume(state, model=model, optimizer=worker.optimizer, scheduler=worker.scheduler,
+                        scaler=worker.scaler)
+    worker.progress = Progress(**state)
+    if checkpoint and rank == 0:
+        _progress(f"resumed from {checkpoint.path} after epoch {worker.progress.epoch}")
+    return worker
+
+
+def train_epoch(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """One epoch over this worker's ``batches`` (gradient accumulation, clipping, autocast); returns the
+    training metrics summed over all workers: ``train_loss``, ``train_samples``, ``train_time_s``."""
+    cfg, progress, accum, trainable = w.cfg, w.progress, w.cfg.train.grad_accum, w.trainable
+    report_every = max(1, w.batches_per_epoch // 4)  # progress lines per epoch
+
+    def classification_loss(input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return w.model(input_ids=input_ids, labels=labels).loss, None
+
+    start = time.perf_counter()
+    loss_sum, seen, micro = 0.0, 0, 0
+    w.optimizer.zero_grad(set_to_none=True)
+    for batch in batches:
+        input_ids, labels = batch["input_ids"].to(w.device), batch["labels"].to(w.device)
+        micro += 1
+        sync = micro % accum == 0
+        loss, _ = forward_backward(w.model, classification_loss, (input_ids, labels), sync=sync, accum=accum,
+                                   scaler=w.scaler, device=w.device, precision=cfg.train.precision)
+        loss_sum += float(loss.detach()) * labels.shape[0]
+        seen += labels.shape[0]
+        if sync:
+            _optimizer_step(w.optimizer, w.scheduler, w.scaler, trainable, cfg.train.grad_clip)
+            progress.step += 1
+        if w.rank == 0 and micro % report_every == 0 and micro < w.batches_per_epoch:
+            elapsed = time.perf_counter() - start
+            eta = _eta(elapsed, micro, w.batches_per_epoch, cfg.train.epochs - progress.epoch - 1)
+            _progress(f"epoch {progress.epoch + 1}/{cfg.train.epochs}  {100 * micro // w.batches_per_epoch:3d}%  "
+                      f"loss {loss_sum / max(seen, 1):.4f}  {w.world * seen / elapsed:.1f} seq/s  ETA {eta}")
+    if micro % accum:  # an incomplete accumulation at the end of the epoch still gets applied
+        _optimizer_step(w.optimizer, w.scheduler, w.scaler, trainable, cfg.train.grad_clip)
+        progress.step += 1
+    train_time = time.perf_counter() - start
+    total_loss, total_seen = all_reduce_sum([loss_sum, seen], w.device)
+    return {"train_loss": total_loss / max(total_seen, 1), "train_samples": int(total_seen),
+            "train_time_s": train_time,
+            "train_sequences_per_s": total_seen / train_time if train_time > 0 else 0.0}
+
+
+def validate(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Validation metrics (``val_*``) of this worker's ``batches`` combined over all workers (counts summed,
+    probabilities gathered for an exact AUROC: identical on every rank), plus ``val_per_class``."""
+    val = evaluate_batches(w.model, batches, w.num_classes, w.device, w.cfg.train.precision).all_reduce()
+    val_metrics = val.compute(prefix="val_")
+    return {**{k: v for k, v in val_metrics.items() if not isinstance(v, list)},
+            "val_per_class": {k: val_metrics[f"val_{k}"] for k in ("support", "predicted", "true_positives")}}
+
+
+def end_epoch(w: Worker, train: dict[str, Any], val: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The epoch's reported metrics; advances the progress and the early-stopping state."""
+    cfg, progress = w.cfg, w.progress
+    metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
+    metrics: dict[str, Any] = {"epoch": progress.epoch + 1, "step": progress.step,
+                               "lr": w.scheduler.get_last_lr()[0], **train, "epoch_time_s": seconds, **val}
+    if metric not in metrics:
+        raise ValueError(f"train.early_stopping_metric={metric!r} is not a reported metric; "
+                         f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+    if is_better(metrics[metric], progress.best, mode):
+        progress.best, progress.best_epoch, progress.bad_epochs = metrics[metric], progress.epoch + 1, 0
+    else:
+        progress.bad_epochs += 1
+    patience = cfg.train.patience
+    progress.stopped_early = (patience is not None and progress.bad_epochs >= patience
+                              and progress.epoch + 1 < cfg.train.epochs)
+    progress.epoch += 1
+    progress.history.append(metrics)
+    return metrics
+
+
+def report(w: Worker, metrics: dict[str, Any]) -> None:
+    """The epoch's progress line (rank 0), ``ray.train.report`` with a resumable checkpoint, and the
+    early-stopping notice."""
+    cfg, progress = w.cfg, w.progress
+    epoch = progress.epoch
+    if w.rank == 0:
+        _progress(f"epoch {epoch}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
+                  f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy']:.4f}  "
+                  f"val_f1 {metrics['val_f1']:.4f}  val_mcc {metrics['val_mcc']:.4f}  "
+                  f"val_auroc {metrics['val_auroc']:.4f}  {metrics['train_sequences_per_s']:.1f} seq/s  "
+                  f"({metrics['epoch_time_s']:.0f} s)")
+    report_with_checkpoint(metrics, f"epoch_{epoch:04d}", rank=w.rank, model=w.model, optimizer=w.optimizer,
+                           scheduler=w.scheduler, scaler=w.scaler,
+                           state={**asdict(progress), "config": cfg.to_dict(), "num_classes": w.num_classes,
+                                  **w.meta})
+    if progress.stopped_early and w.rank == 0:
+        _progress(f"early stopping: {cfg.train.early_stopping_metric} has not improved for {cfg.train.patience} "
+                  f"epochs (best {progress.best:.4f} at epoch {progress.best_epoch})")
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train worker entry point (see the module docstring). Returns the history on rank 0."""
     import ray.train
-    import ray.train.torch
 
     from raycad.data import iter_batches
-    from raycad.train.checkpoint import build_model
 
-    cfg = FinetuneConfig.from_dict(config["cfg"], source="train_loop_per_worker config")
-    num_classes: int = config["num_classes"]
-    rank, world, device = setup_worker(cfg, config.get("cpus_per_worker", 1))
-
-    model = build_model(cfg, num_classes, config.get("class_names"))
-    model = ray.train.torch.prepare_model(model)
-    per_worker_batch = cfg.train.batch_size // world
-    per_worker_eval_batch = max(1, cfg.train.eval_batch_size // world)
-    accum = cfg.train.grad_accum
-    # Length-bucketed training data has one row per per-worker batch (`raycad.data.batching.bucket_dataset`).
-    bucket_rows = config.get("train_batch_rows")
-    rows, rows_per_batch = (bucket_rows, 1) if bucket_rows else (config["num_train"], per_worker_batch)
-    epoch_steps = steps_per_epoch(rows, world, rows_per_batch, accum)
-    batches_per_epoch = math.ceil((rows // world) / rows_per_batch)
-    report_every = max(1, batches_per_epoch // 4)  # progress lines per epoch
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs)
-    scaler = grad_scaler(device, cfg.train.precision)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "best": None, "best_epoch": None,
-                             "bad_epochs": 0, "stopped_early": False}
-    checkpoint = resume(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-    if checkpoint and rank == 0:
-        _progress(f"resumed from {checkpoint.path} after epoch {state['epoch']}")
-
+    w = setup(config)
+    cfg, progress = w.cfg, w.progress
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
-
-    def classification_loss(input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return model(input_ids=input_ids, labels=labels).loss, None
-
-    model.train()
-    while state["epoch"] < cfg.train.epochs and not state["stopped_early"]:
-        epoch = state["epoch"]
-        start = time.perf_counter()
-        loss_sum, seen, micro = 0.0, 0, 0
-        optimizer.zero_grad(set_to_none=True)
-        batches: Iterator[dict[str, torch.Tensor]] = iter_batches(
-            train_shard, cfg, "train", rows_per_batch, epoch, seed_offset=rank, device=device,
-            rows_are_batches=bool(bucket_rows))
-        for batch in batches:
-            input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
-            micro += 1
-            sync = micro % accum == 0
-            loss, _ = forward_backward(model, classification_loss, (input_ids, labels), sync=sync, accum=accum,
-                                       scaler=scaler, device=device, precision=cfg.train.precision)
-            loss_sum += float(loss.detach()) * labels.shape[0]
-            seen += labels.shape[0]
-            if sync:
-                _optimizer_step(optimizer, scheduler, scaler, trainable, cfg.train.grad_clip)
-                state["step"] += 1
-            if rank == 0 and micro % report_every == 0 and micro < batches_per_epoch:
-                elapsed = time.perf_counter() - start
-                eta = _eta(elapsed, micro, batches_per_epoch, cfg.train.epochs - epoch - 1)
-                _progress(f"epoch {epoch + 1}/{cfg.train.epochs}  {100 * micro // batches_per_epoch:3d}%  "
-                          f"loss {loss_sum / max(seen, 1):.4f}  {world * seen / elapsed:.1f} seq/s  ETA {eta}")
-        if micro % accum:  # an incomplete accumulation at the end of the epoch still gets applied
-            _optimizer_step(optimizer, scheduler, scaler, trainable, cfg.train.grad_clip)
-            state["step"] += 1
-        train_time = time.perf_counter() - start
-        total_loss, total_seen = all_reduce_sum([loss_sum, seen], device)
-
-        val = evaluate_batches(model, iter_batches(val_shard, cfg, "validation", per_worker_eval_batch, epoch,
-                                                   seed_offset=rank, device=device),
-                               num_classes, device, cfg.train.precision).all_reduce()
-        val_metrics = val.compute(prefix="val_")
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": state["step"],
-            "lr": scheduler.get_last_lr()[0],
-            "train_loss": total_loss / max(total_seen, 1),
-            "train_samples": int(total_seen),
-            "train_time_s": train_time,
-            "train_sequences_per_s": total_seen / train_time if train_time > 0 else 0.0,
-            "epoch_time_s": time.perf_counter() - start,
-            **{k: v for k, v in val_metrics.items() if not isinstance(v, list)},
-            "val_per_class": {k: val_metrics[f"val_{k}"] for k in ("support", "predicted", "true_positives")},
-        }
-        if metric not in metrics:
-            raise ValueError(f"train.early_stopping_metric={metric!r} is not a reported metric; "
-                             f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
-        if is_better(metrics[metric], state["best"], mode):
-            state.update(best=metrics[metric], best_epoch=epoch + 1, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        patience = cfg.train.patience
-        state["stopped_early"] = patience is not None and state["bad_epochs"] >= patience \
-            and epoch + 1 < cfg.train.epochs
-        state["epoch"] = epoch + 1
-        state["history"].append(metrics)
-        if rank == 0:
-            _progress(f"epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                      f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy']:.4f}  "
-                      f"val_f1 {metrics['val_f1']:.4f}  val_mcc {metrics['val_mcc']:.4f}  "
-                      f"val_auroc {metrics['val_auroc']:.4f}  {metrics['train_sequences_per_s']:.1f} seq/s  "
-                      f"({metrics['epoch_time_s']:.0f} s)")
-        report_with_checkpoint(metrics, f"epoch_{epoch + 1:04d}", rank=rank, model=model, optimizer=optimizer,
-                               scheduler=scheduler, scaler=scaler,
-                               state={**state, "config": cfg.to_dict(), "num_classes": num_classes,
-                                      "class_names": config.get("class_names"),
-                                      "max_length": config.get("max_length")})
-        if state["stopped_early"] and rank == 0:
-            _progress(f"early stopping: {metric} has not improved for {patience} epochs "
-                      f"(best {state['best']:.4f} at epoch {state['best_epoch']})")
-    if rank == 0:
-        return {k: state[k] for k in ("history", "best", "best_epoch", "stopped_early", "step")}
+    eval_batch = max(1, cfg.train.eval_batch_size // w.world)
+    w.model.train()
+    while progress.epoch < cfg.train.epochs and not progress.stopped_early:
+        epoch, start = progress.epoch, time.perf_counter()
+        train = train_epoch(w, iter_batches(train_shard, cfg, "train", w.rows_per_batch, epoch, seed_offset=w.rank,
+                                            device=w.device, rows_are_batches=w.bucketed))
+        val = validate(w, iter_batches(val_shard, cfg, "validation", eval_batch, epoch, seed_offset=w.rank,
+                                       device=w.device))
+        report(w, end_epoch(w, train, val, time.perf_counter() - start))
+    if w.rank == 0:
+        return {k: getattr(progress, k) for k in ("history", "best", "best_epoch", "stopped_early", "step")}
     return None
 
 

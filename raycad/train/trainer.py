@@ -1,4 +1,5 @@
-"""Driver side of fine-tuning: the `TorchTrainer`, the whole `finetune` run, and checkpoint evaluation.
+"""Driver-side components of fine-tuning: the `TorchTrainer`, run naming and resuming, data caching and
+checkpoint evaluation (the whole job that uses them is `raycad.train.recipe.finetune`).
 
 - `build_trainer(cfg, data, ...)` returns a ready-to-``fit()`` Ray Train V2 `TorchTrainer` running
   `train_loop_per_worker` on ``data``'s train/validation datasets (split evenly across workers), with
@@ -6,13 +7,6 @@
   metric. It has no side effects, so the tune helper can build and fit it inside a Tune trial (with
   ``callbacks=[TuneReportCallback()]``). Re-fitting a trainer with the same name and storage path resumes
   the run from its latest checkpoint.
-- `finetune(cfg)` is the whole job: prepare data, write each split's record ids to ``splits/`` and count
-  duplicates across splits (`raycad.data.splits`), fit the k-mer baseline (`raycad.baseline`) on the same
-  records, fit, evaluate the best checkpoint on the test split
-  (post-hoc RC conjoining when ``cfg.head.conjoin_eval``), write results.json / metrics.csv / the learning
-  curve, and export the fine-tuned model (LoRA merged) as a Hugging Face-style directory whose raycad.json
-  records the padding rule. The test evaluation runs on `raycad.infer` actors (GPU ones with
-  ``scaling.use_gpu``), never in the driver.
 - `evaluate_checkpoint(cfg, checkpoint, data)` scores a training checkpoint on one split (same actors).
 """
 
@@ -20,14 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raycad.config import FinetuneConfig
-from raycad.runtime import console, get_logger
+from raycad.runtime import get_logger
 
 if TYPE_CHECKING:
     import ray.data
@@ -45,23 +37,6 @@ MATERIALIZE_MAX_RECORDS = 2_000_000
 """`finetune` keeps tokenized datasets up to this many records (all splits) in the object store."""
 
 SPLIT_PREFIX = {"train": "train_", "validation": "val_", "test": "test_"}
-
-
-@dataclass
-class FinetuneResult:
-    """What `finetune` produced: metrics, the per-epoch history and where everything was written."""
-
-    run_dir: Path
-    test_metrics: dict[str, Any]
-    best_val_metrics: dict[str, Any]
-    history: list[dict[str, Any]]
-    best_checkpoint: str | None
-    model_dir: Path | None
-    results: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @property
-    def results_path(self) -> Path:
-        return self.run_dir / "results.json"
 
 
 # ---- resuming ----------------------------------------------------------------------------------------------------
@@ -329,10 +304,10 @@ def evaluate_split(cfg: FinetuneConfig, model: Any, data: PreparedData | ray.dat
                     batch_size=cfg.train.eval_batch_size, use_gpu=cfg.scaling.use_gpu)
 
 
-# ---- the whole job -----------------------------------------------------------------------------------------------
+# ---- runs ---------------------------------------------------------------------------------------------------------
 
 
-def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict[str, Any]]:
+def best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict[str, Any]]:
     candidates = [(c, m) for c, m in (result.best_checkpoints or []) if m.get(metric) is not None
                   and not math.isnan(m[metric])]
     if not candidates:
@@ -360,130 +335,3 @@ def start_run(cfg: Any, default_name: str, *, save_config: bool = True) -> tuple
     init_ray()
     DataContext.get_current().enable_progress_bars = False  # the run's own progress lines are the display
     return cfg, name, run_dir
-
-
-def finetune(cfg: FinetuneConfig, *, show: bool = True, data: PreparedData | None = None,
-             data_report: dict[str, Any] | None = None, plan: Any = None) -> FinetuneResult:
-    """Fine-tune as configured and write everything to ``<cfg.run.output_dir>/<run name>`` (see module doc).
-
-    With ``train.cv_folds`` >= 2 this is k-fold cross-validation (`raycad.train.cv.finetune_cv`). ``data``
-    (with its ``data_report``) = already prepared, materialized data: one fold of a cross-validation.
-    ``plan``: `raycad.data.plan.plan_data` of ``cfg`` when the caller made it before starting Ray.
-    """
-    if cfg.train.cv_folds and data is None:
-        from raycad.train.cv import finetune_cv
-
-        return finetune_cv(cfg, show=show)
-    from raycad.baseline import baseline_step
-    from raycad.data import prepare_datasets
-    from raycad.data.plan import plan_data
-    from raycad.data.splits import audit_splits, collect_records
-    from raycad.train import report
-    from raycad.train.checkpoint import export_model, load_model_from_checkpoint
-    from raycad.train.lora import LORA_ON_RANDOM_INIT, count_parameters, lora_on_random_init
-
-    if lora_on_random_init(cfg):
-        log.warning(LORA_ON_RANDOM_INIT)
-    t0 = time.perf_counter()
-    prepare = data is None
-    if prepare:
-        # A changed config never resumes silently; sources are listed and checked before Ray starts.
-        cfg = resolve_resume(cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)}))
-        plan = plan or plan_data(cfg)
-        cfg, name, run_dir = start_run(cfg, cfg.run.name, save_config=False)  # config.yaml: when training starts
-        data = prepare_datasets(cfg, plan)
-        data_report = data.report()
-        data.check(data_report)  # a single class, a stray label, non-DNA: an error before training
-    else:
-        cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
-    counts = {name: split["records"] for name, split in data_report["splits"].items()}
-    num_train = counts["train"]
-    cached = True  # data handed in (a cross-validation fold) is materialized
-    if prepare:
-        cached = cache_small_data(data, cfg, sum(counts.values()))
-        check_resumed_data(run_dir, data.class_names, data.max_length)
-        if not (run_dir / "config.yaml").is_file():  # written when training starts; a resumed run keeps its own
-            cfg.save(run_dir / "config.yaml")
-    log.info("data: %s classes %s, max_length %d, %d training records", data.num_classes, data.class_names,
-             data.max_length, num_train)
-    records = collect_records(data, cfg.baseline.max_records)  # ids, sequence hashes, token ids
-    data_report["audit"] = audit_splits(records, run_dir / "splits")  # record ids per split, duplicates
-    baseline = baseline_step(cfg, data, records)  # k-mer LR on the same records (None if baseline.enabled=false)
-    batch_rows = bucket_training_data(data, cfg, materialize=cached)  # after everything that reads records
-    t_fit = time.perf_counter()
-    result = build_trainer(cfg, data, name=name, num_train=num_train, train_batch_rows=batch_rows).fit()
-    fit_time = time.perf_counter() - t_fit
-    if result.error:
-        raise result.error
-
-    metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
-    best_ckpt, best_metrics = _best_checkpoint(result, metric, mode)
-    returned = result.return_value or {}
-    model, state = load_model_from_checkpoint(best_ckpt, merge=False)
-    history = returned.get("history") or state["history"]
-    trainable, total = count_parameters(model)
-
-    test_split = "test" if "test" in data.datasets else "validation"
-    if test_split != "test":
-        log.warning("no test split: reporting the best checkpoint's metrics on the validation split")
-    t_test = time.perf_counter()
-    test_eval = evaluate_split(cfg, best_ckpt, data, test_split)
-    test_metrics = test_eval.metrics
-    test_time = time.perf_counter() - t_test
-
-    model_dir = None
-    from raycad.data.batching import PaddingRule
-
-    meta = {"class_names": list(data.class_names), "task": cfg.data.task,
-            **PaddingRule.from_config(cfg.data, data.max_length).to_meta(),
-            "truncation": cfg.data.truncation, "conjoin_eval": cfg.head.conjoin_eval,
-            "test_metrics": {k: v for k, v in test_metrics.items() if not isinstance(v, list)},
-            "config": cfg.to_dict()}
-    if cfg.run.export_model:
-        model_dir = export_model(model, run_dir / "model", meta=meta)
-
-    train_samples = sum(h.get("train_samples", 0) for h in history)
-    train_time = sum(h.get("train_time_s", 0.0) for h in history)
-    results = {
-        "run": name,
-        "config": cfg.to_dict(),
-        "data": data_report,
-        # streaming_split(equal=True) gives every worker the same number of rows: up to num_workers - 1 rows of
-        # train/validation are left out of each epoch / evaluation. Counted here, never silently.
-        "rows_left_out_by_equal_split": {
-            "train_per_epoch": num_train - int(history[-1].get("train_samples", num_train)) if history else 0,
-            "validation": counts.get("validation", 0) - int(best_metrics.get("val_n", counts.get("validation", 0))),
-        },
-        "class_names": list(data.class_names),
-        "num_classes": data.num_classes,
-        "max_length": data.max_length,
-        "test_split": test_split,
-        "test_metrics": test_metrics,
-        "test_eval": test_eval.info(),
-        "best_epoch": best_metrics.get("epoch"),
-        "best_validation_metrics": best_metrics,
-        "epochs_run": len(history),
-        "stopped_early": bool(returned.get("stopped_early", False)),
-        "history": history,
-        "parameters": {"trainable": trainable, "total": total},
-        "timings": {"total_s": time.perf_counter() - t0, "fit_s": fit_time, "test_eval_s": test_time,
-                    "train_s": train_time},
-        "train_sequences_per_s": train_samples / train_time if train_time else None,
-        "scaling": {"num_workers": cfg.scaling.num_workers, "use_gpu": cfg.scaling.use_gpu,
-                    "cpus_per_worker": resolve_cpus_per_worker(cfg)},
-        "best_checkpoint": best_ckpt.path,
-        "ray_run_path": result.path,
-        "model_dir": str(model_dir) if model_dir else None,
-        "baseline": baseline,
-    }
-    report.write_results(run_dir, results)
-    report.write_metrics_csv(run_dir / "metrics.csv", history)
-    report.plot_learning_curve(run_dir / "learning_curve.png", history, metric=metric, baseline=baseline)
-    from raycad.storage import publish_run
-
-    publish_run(cfg, run_dir)  # remote run.storage_path (s3://): outputs go next to the checkpoints too
-    if show:
-        console.print(report.results_table(results))
-        console.print(f"results: {run_dir / 'results.json'}" + (f"   model: {model_dir}" if model_dir else ""))
-    return FinetuneResult(run_dir=run_dir, test_metrics=test_metrics, best_val_metrics=best_metrics,
-                          history=history, best_checkpoint=best_ckpt.path, model_dir=model_dir, results=results)

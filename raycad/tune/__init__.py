@@ -11,14 +11,14 @@ Public API:
   interrupted sweep (`Tuner.restore`), keeping finished trials.
 - `SearchSpace`, `Range` (the space, with defaults and YAML/JSON overrides), `DefineByRun` (its Optuna
   define-by-run function) and `apply(params, base) -> FinetuneConfig`.
-- `PUBLISHED_ACCURACY` / `published_for(task)`: the Caduceus paper's Table 1, shipped as data.
+- `PUBLISHED_ACCURACY` / `published_for(task)`: the Caduceus paper's Table 1 (from `raycad.data.tasks`).
 
 Importing this package is cheap; Ray loads with the functions that need it.
 """
 
 from __future__ import annotations
 
-from raycad.tune.published import PUBLISHED_ACCURACY, published_for
+from raycad.data.tasks import PUBLISHED_ACCURACY, published_for
 from raycad.tune.space import DefineByRun, Range, SearchSpace, apply, describe
 from raycad.tune.sweep import SweepConfig, SweepResult, TaskSpec, resume_sweep, run_sweep
 

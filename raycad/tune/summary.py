@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from raycad.tune.published import PROTOCOL, REPORT_MODELS, SOURCE
+from raycad.data.tasks import PROTOCOL, REPORT_MODELS, SOURCE
 
 CSV_COLUMNS = (
     "task", "benchmark", "best_config", "best_trial", "best_epoch",

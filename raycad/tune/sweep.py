@@ -231,7 +231,7 @@ def _run_cv_trial(cfg: FinetuneConfig, folds: list[PreparedData], trial_id: str,
 
     from raycad.train import build_trainer, evaluate_checkpoint
     from raycad.train.cv import aggregate
-    from raycad.train.trainer import _best_checkpoint
+    from raycad.train.trainer import best_checkpoint
 
     fold_cfg = cfg.with_overrides({"train.cv_folds": 0})
     metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
@@ -240,7 +240,7 @@ def _run_cv_trial(cfg: FinetuneConfig, folds: list[PreparedData], trial_id: str,
         result = build_trainer(fold_cfg, fold, name=f"trial_{trial_id}_fold{i}", storage_path=storage_path).fit()
         if result.error:
             raise result.error
-        checkpoint, best = _best_checkpoint(result, metric, mode)
+        checkpoint, best = best_checkpoint(result, metric, mode)
         row = {k: best.get(k) for k in VAL_KEYS}
         if "test" in fold.datasets:
             row.update({k: v for k, v in evaluate_checkpoint(fold_cfg, checkpoint, fold, split="test").items()
@@ -401,14 +401,11 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     import ray
     from ray import tune
     from ray.data import DataContext
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from raycad.baseline import baseline_step
     from raycad.train.cv import fold_datasets
     from raycad.tune.cleanup import ReleasePlacementGroups, start_registry
     from raycad.tune.progress import TrialProgress
-    from raycad.tune.space import DefineByRun
 
     t0 = time.perf_counter()
     DataContext.get_current().enable_progress_bars = False
@@ -439,26 +436,37 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, storage_filesystem=fs,
                                    resume_unfinished=True, resume_errored=True)
     else:
-        max_epochs = space.max_epochs(task.cfg)
-        scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(cfg.asha.grace_period,
-                                   max_epochs), reduction_factor=cfg.asha.reduction_factor,
-                                   brackets=cfg.asha.brackets)
-                     if cfg.asha.enabled and not cv else FIFOScheduler())  # a CV trial reports per fold
-        searcher = OptunaSearch(space=DefineByRun(space), metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=searcher, scheduler=scheduler,
-                                        num_samples=cfg.num_samples, max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(name=label, storage_path=experiment, storage_filesystem=fs,
-                                      callbacks=callbacks, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=task.cfg.run.max_failures)),
-        )
+        tuner = _new_tuner(cfg, task, space, trainable, concurrent,
+                           tune.RunConfig(name=label, storage_path=experiment, storage_filesystem=fs,
+                                          callbacks=callbacks, verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=task.cfg.run.max_failures)))
     log.info("task %s: %d trials, %d at a time, up to %d epochs each (ASHA %s)", task.name, cfg.num_samples,
              concurrent, space.max_epochs(task.cfg), "on" if cfg.asha.enabled else "off")
     grid = tuner.fit()
     trials = [_trial_record(r, cfg.metric, cfg.mode) for r in grid]
     return _task_row(cfg, task, data, trials, out, fs, wall=time.perf_counter() - t0, trials_log=trials_log,
                      baseline=baseline)
+
+
+def _new_tuner(cfg: SweepConfig, task: TaskRun, space: Any, trainable: Any, concurrent: int,
+               run_config: Any) -> Any:
+    """A fresh Tune experiment: Optuna TPE over ``space``, ASHA on the epochs (FIFO when disabled or for
+    cross-validated trials, which report per fold)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raycad.tune.space import DefineByRun
+
+    max_epochs = space.max_epochs(task.cfg)
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(cfg.asha.grace_period,
+                               max_epochs), reduction_factor=cfg.asha.reduction_factor, brackets=cfg.asha.brackets)
+                 if cfg.asha.enabled and not task.cfg.train.cv_folds else FIFOScheduler())
+    searcher = OptunaSearch(space=DefineByRun(space), metric=cfg.metric, mode=cfg.mode, seed=cfg.seed)
+    return tune.Tuner(trainable, run_config=run_config,
+                      tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=searcher,
+                                                  scheduler=scheduler, num_samples=cfg.num_samples,
+                                                  max_concurrent_trials=concurrent))
 
 
 def _trial_record(result: Any, metric: str, mode: str) -> dict[str, Any]:
@@ -502,7 +510,7 @@ def _plain(value: Any) -> Any:
 
 def _task_row(cfg: SweepConfig, task: TaskRun, data: PreparedData, trials: list[dict[str, Any]], out: Path,
               fs: Any, *, wall: float, trials_log: Path, baseline: dict[str, Any] | None = None) -> dict[str, Any]:
-    from raycad.tune.published import published_for
+    from raycad.data.tasks import published_for
 
     metric, cv = cfg.metric, task.cfg.train.cv_folds
     for t in trials:  # each trial's own budget (space.epochs samples it), or its folds under cross-validation

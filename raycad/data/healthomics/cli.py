@@ -43,15 +43,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _source_fields(source: str | None) -> dict[str, str]:
-    if not source or source == "demo":
-        return {}
-    from raycad.config import ConfigError
-    from raycad.data.tasks import get_task
+    from raycad.data.tasks import resolve_task_or_uri
 
-    try:
-        return {"data.task": get_task(source).name}
-    except ConfigError:
-        return {"data.train": source}
+    return {} if source == "demo" else resolve_task_or_uri(source)
 
 
 def run_import(args: argparse.Namespace) -> int:

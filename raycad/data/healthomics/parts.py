@@ -180,54 +180,61 @@ def _chain(*iterables) -> Iterator[bytes]:
         yield from iterable
 
 
-def _owned_records(pieces: Iterator[tuple[bool, bytes]], first_part: bool, chunk_bytes: int,
-                   where: str) -> Iterator[bytes]:
-    """Walk four-line FASTQ records over the owned text; yield whole-record chunks (see the module docstring)."""
-    buf = bytearray()
-    base = 0  # absolute text offset of buf[0]
-    boundary: int | None = None  # absolute offset where the first not-owned piece starts
+class _OwnedText:
+    """A part's text and what follows it, pulled piece by piece from ``(owned, bytes)`` pairs."""
 
-    def pull() -> bool:
-        nonlocal boundary
-        for owned, text in pieces:
-            if not owned and boundary is None:
-                boundary = base + len(buf)
-            buf.extend(text)
+    def __init__(self, pieces: Iterator[tuple[bool, bytes]]) -> None:
+        self.pieces = pieces
+        self.buf = bytearray()
+        self.base = 0
+        """Absolute text offset of ``buf[0]``."""
+        self.boundary: int | None = None
+        """Absolute offset where the first not-owned piece starts."""
+
+    def pull(self) -> bool:
+        for owned, text in self.pieces:
+            if not owned and self.boundary is None:
+                self.boundary = self.base + len(self.buf)
+            self.buf.extend(text)
             return True
         return False
 
-    # -- the first owned record
-    if first_part:
-        pos = 0
-    else:
+    def first_record(self) -> int | None:
+        """Offset of the first record starting after offset 0: a ``@`` line whose third line starts with
+        ``+``; None when no complete record follows."""
         search = 1
         while True:
-            nl = buf.find(b"\n@", search - 1)
+            nl = self.buf.find(b"\n@", search - 1)
             if nl < 0:
-                search = max(1, len(buf))
-                if not pull():
-                    return
+                search = max(1, len(self.buf))
+                if not self.pull():
+                    return None
                 continue
             start = nl + 1
-            line2 = _line_start(buf, start, 2)
-            if line2 is None or line2 >= len(buf):
-                if not pull():
-                    return  # no complete record after this point: nothing owned
+            line2 = _line_start(self.buf, start, 2)
+            if line2 is None or line2 >= len(self.buf):
+                if not self.pull():
+                    return None  # no complete record after this point: nothing owned
                 continue
-            if buf[line2:line2 + 1] == b"+":
-                pos = start
-                break
+            if self.buf[line2:line2 + 1] == b"+":
+                return start
             search = start + 1
-        if boundary is not None and pos > boundary:
-            return
 
-    # -- whole records up to the boundary
+
+def _owned_records(pieces: Iterator[tuple[bool, bytes]], first_part: bool, chunk_bytes: int,
+                   where: str) -> Iterator[bytes]:
+    """Walk four-line FASTQ records over the owned text; yield whole-record chunks (see the module docstring)."""
+    text = _OwnedText(pieces)
+    pos = 0 if first_part else text.first_record()
+    if pos is None or (text.boundary is not None and pos > text.boundary):
+        return
+    buf = text.buf  # the same bytearray: pull() extends it, the loop below trims its front
     chunk_start = pos
-    while boundary is None or pos <= boundary:
-        rel = pos - base
+    while text.boundary is None or pos <= text.boundary:
+        rel = pos - text.base
         end = _line_start(buf, rel, 4)
         if end is None:
-            if pull():
+            if text.pull():
                 continue
             tail = bytes(buf[rel:])
             if tail.strip():
@@ -243,13 +250,13 @@ def _owned_records(pieces: Iterator[tuple[bool, bytes]], first_part: bool, chunk
             raise ReadSetFormatError(
                 f"{where}: not four-line FASTQ at text offset {pos} (streaming by part needs one line each "
                 f"for header, sequence, '+' and qualities): {bytes(buf[rel:rel + 60])!r}")
-        pos = base + end
+        pos = text.base + end
         if pos - chunk_start >= chunk_bytes:
-            yield bytes(buf[chunk_start - base:pos - base])
-            del buf[:pos - base]
-            base = chunk_start = pos
+            yield bytes(buf[chunk_start - text.base:pos - text.base])
+            del buf[:pos - text.base]
+            text.base = chunk_start = pos
     if pos > chunk_start:
-        yield bytes(buf[chunk_start - base:pos - base])
+        yield bytes(buf[chunk_start - text.base:pos - text.base])
 
 
 def _line_start(buf: bytearray, start: int, n: int) -> int | None:
