@@ -1,26 +1,33 @@
 """The fused CPU selective scan: numba kernels for forward and backward (imported lazily by `raycad.model.scan`),
 and the depthwise causal conv of the Mamba mixer that runs beside it (`conv_forward`, `conv_backward`).
 
-The kernels compute the recurrence itself, ``x[t] = exp(delta'[t] A) x[t-1] + delta'[t] u[t] B[t]``,
-``y[t] = sum_n C[t] x[t]``; delta_bias, softplus, D and the z gate are vectorised torch ops around them (see
-`raycad.model.scan.selective_scan_fused`). Everything is time-major, as in raycad's model: ``u``, delta' and
-``y`` are ``[L, b, d]``, input-dependent ``B``/``C`` ``[L, b, g, n]`` (channels split into ``g`` equal groups
-of ``h = d / g``), ``A`` is given transposed as ``[n, d]``. One parallel task is a (batch row, group, split)
-triple; it walks its channels in blocks of ``W`` and, for each block, the whole sequence with the block's
-``[n, W]`` state in cache, so every input is read once per pass and y written once. Nothing of size
-``L * b * d * n`` exists: the forward keeps the state entering every ``T``-step chunk (``L / T`` states), and
-the backward recomputes a chunk's states and factors ``exp(delta' A)`` from it into ``[T, n, W]`` buffers,
-then runs the adjoint recurrence in reverse::
+The kernels do the whole of `raycad.model.scan.selective_scan_reference` in one pass over the inputs::
+
+    delta'[t] = softplus(delta[t] + delta_bias)                       (softplus only when asked)
+    x[t]      = exp(delta'[t] A) x[t-1] + delta'[t] u[t] B[t]
+    out[t]    = (sum_n C[t] x[t] + D u[t]) * silu(z[t])                (the gate only when z is given)
+
+Everything is time-major, as in raycad's model: ``u``, ``delta``, ``z`` and ``out`` are ``[L, b, d]``,
+input-dependent ``B``/``C`` ``[L, b, g, n]`` (channels split into ``g`` equal groups of ``h = d / g``), ``A`` is
+given transposed as ``[n, d]``. One parallel task is a (batch row, group, split) triple; it walks its channels
+in blocks of ``W`` and, for each block, the whole sequence with the block's ``[n, W]`` state in L1, so every
+input is read once per pass and the output written once. Nothing of size ``L * b * d * n`` exists: the forward
+keeps the state entering every ``T``-step chunk (``L / T`` states), and the backward recomputes a chunk's
+states, decay factors ``exp(delta' A)`` and pre-gate outputs from it into ``[T, n, W]`` buffers (L2), then runs
+the adjoint recurrence in reverse::
 
     G[t] = dL/dx[t] = C[t] dy[t] + exp(delta'[t+1] A) G[t+1]
 
-The gradient of A is written per batch row; gradients of B/C are summed over a task's channels and written
-per split (one split unless there are fewer (row, group) pairs than threads).
+The gradients of A, D and delta_bias are written per batch row (summed by the caller); those of B/C are summed
+over a task's channels and written per split (one split unless there are fewer (row, group) pairs than threads).
 
-``exp(delta' A)`` is ``2^(delta' A log2 e)``: for float32 a degree-6 polynomial of the fraction times
-``2^k`` built from the exponent bits (relative error <= 2.5e-7, vectorised by LLVM; libm's expf is a scalar
-call, several times slower), for float64 (gradcheck) libm's ``exp``. Floating-point flags: ``contract`` (FMA)
-and ``reassoc`` (so the sums over channels vectorise); no approximate math, NaN/Inf semantics kept.
+Every inner loop runs over the ``W`` channels of a block, contiguous in memory, through one-dimensional views,
+so LLVM vectorises it (multi-dimensional indexing with a runtime offset would not be). In float32 ``exp`` is
+``2^(x log2 e)``: a degree-6 polynomial of the fraction times ``2^k`` built from the exponent bits (relative
+error <= 2.5e-7), and softplus' ``log1p`` an odd series in ``s = e / (2 + e)`` (error < 1e-7), both vectorised
+(libm's are scalar calls, several times slower); in float64 (gradcheck) libm's ``exp`` and ``log1p``.
+Floating-point flags: ``contract`` (FMA) and ``reassoc`` (so sums over channels vectorise); no approximate
+math, NaN/Inf semantics kept.
 """
 
 from __future__ import annotations
@@ -29,14 +36,21 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 FASTMATH = {"contract", "reassoc"}
+U = np.uint64
+JIT = {"fastmath": FASTMATH, "error_model": "numpy"}
 LN2 = math.log(2.0)
 LOG2_E = 1.0 / LN2
-# c[0..6]: Taylor coefficients of 2^f on [-1/2, 1/2]; c[7]: lowest exponent kept (2^-126, float32's smallest
-# normal; below it the factor is < 1.2e-38 and flushes to 0); c[8] = 1/2; c[9] = 0.
-_COEFS = [LN2 ** i / math.factorial(i) for i in range(7)] + [-126.0, 0.5, 0.0]
+# k[0..6]: Taylor coefficients of 2^f on [-1/2, 1/2]; k[7]: lowest exponent kept (2^-126, float32's smallest
+# normal; below it the factor is < 1.2e-38 and flushes to 0); k[8] = 1/2; k[9] = 0; k[10] = highest exponent
+# (2^126: exp of larger arguments saturates instead of overflowing the exponent bits); k[11] = log2(e);
+# k[12..17] = 1/3, 1/5, ..., 1/13 (the log1p series); k[18] = 1, k[19] = 2. Every constant in the kernels comes
+# from here: a Python literal would be float64 and turn float32 arithmetic into float64 (and scalar) code.
+_COEFS = ([LN2 ** i / math.factorial(i) for i in range(7)] + [-126.0, 0.5, 0.0, 126.0, LOG2_E]
+          + [1.0 / (2 * i + 1) for i in range(1, 7)] + [1.0, 2.0])
 
 
 def constants(dtype: np.dtype) -> np.ndarray:
@@ -44,24 +58,58 @@ def constants(dtype: np.dtype) -> np.ndarray:
     return np.asarray(_COEFS, dtype=dtype)
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _decay(dA, ibits, fbits, dtb, A2t, At, c0, w, n_state, k, fast):
-    """``dA[n, h] = exp(dt[h] * A[n, c0 + h])`` for one step of a block (see the module docstring)."""
-    if not fast:
-        for n in range(n_state):
-            for h in range(w):
-                dA[n, h] = math.exp(dtb[h] * At[n, c0 + h])
-        return
-    c0_, c1, c2, c3, c4, c5, c6, lo, half = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
-    for n in range(n_state):
-        for h in range(w):
-            v = max(dtb[h] * A2t[n, c0 + h], lo)
-            kf = np.floor(v + half)
-            f = v - kf
-            dA[n, h] = (((((c6 * f + c5) * f + c4) * f + c3) * f + c2) * f + c1) * f + c0_
-            ibits[n, h] = (np.int32(kf) + np.int32(127)) << np.int32(23)
-        for h in range(w):
-            dA[n, h] *= fbits[n, h]
+def _approx(x):
+    """Whether the kernels use their vectorised float32 exp/log1p for ``x``'s dtype (a compile-time constant)."""
+    raise NotImplementedError  # only called from jitted code, see the overload below
+
+
+@overload(_approx, inline="always")
+def _approx_impl(x):
+    approx = x.dtype == types.float32
+    return lambda x: approx
+
+
+@njit(inline="always", **JIT)
+def _pow2(v, k):
+    """``2^v`` for float32 ``v`` (clamped to [-126, 126]): polynomial of the fraction times the exponent bits."""
+    v = min(max(v, k[7]), k[10])
+    kf = np.floor(v + k[8])
+    f = v - kf
+    p = (((((k[6] * f + k[5]) * f + k[4]) * f + k[3]) * f + k[2]) * f + k[1]) * f + k[0]
+    bits = (np.int32(kf) + np.int32(127)) << np.int32(23)
+    return p * np.int32(bits).view(np.float32)
+
+
+@njit(inline="always", **JIT)
+def _exp(x, k):
+    if _approx(k):
+        return _pow2(x * k[11], k)
+    return math.exp(x)
+
+
+@njit(inline="always", **JIT)
+def _decay(v, k):
+    """``exp(delta' A)`` from ``v = delta' A2``: ``2^v`` in float32 (A2 = A log2 e), ``exp(v)`` otherwise (A2 = A)."""
+    if _approx(k):
+        return _pow2(v, k)
+    return math.exp(v)
+
+
+@njit(inline="always", **JIT)
+def _sigmoid(x, k):
+    return k[18] / (k[18] + _exp(-x, k))
+
+
+@njit(inline="always", **JIT)
+def _softplus(x, k):
+    """``log(1 + e^x)`` as torch computes it (``x`` itself above 20)."""
+    if _approx(k):
+        e = _exp(-abs(x), k)                  # in (0, 1]
+        s = e / (k[19] + e)                       # log1p(e) = 2 atanh(s), s in (0, 1/3]
+        s2 = s * s
+        series = (((((k[17] * s2 + k[16]) * s2 + k[15]) * s2 + k[14]) * s2 + k[13]) * s2 + k[12]) * s2 + k[18]
+        return max(x, k[9]) + k[19] * s * series
+    return x if x > 20 else math.log1p(math.exp(x))
 
 
 def _task_blocks(task, n_groups, n_splits, head, width):
@@ -76,165 +124,262 @@ def _task_blocks(task, n_groups, n_splits, head, width):
 _task_blocks = njit(inline="always")(_task_blocks)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def scan_forward(u, dt, A2t, At, Bm, Cm, y, last, states, k, fast, chunk, width, n_splits):
-    """Forward: ``y[t] = sum_n C[t] x[t]`` [L, b, d] and ``last`` [b, d, n]; ``states`` [L/T, b, n, d] receives
-    the state entering each chunk (when its first dimension is > 0). ``dt`` is delta' (after bias and
-    softplus)."""
+# ---- one time step of one channel block ------------------------------------------------------------------------
+# Arrays are flat (1-D) and every index is an unsigned ``uint64`` offset plus the channel ``h``: numba then emits no
+# negative-index wraparound and no reference counting inside the loops, and each ``h`` loop vectorises. (Keep
+# every index expression unsigned: numba types int64 op uint64 as float64.)
+
+
+@njit(inline="always", **JIT)
+def _delta_row(delta, bias, u, r, c0, w, softplus, k, dt, du, sig, i):
+    """``dt = delta' = softplus(delta + bias)``, ``du = dt u`` and (softplus only) ``sig = sigmoid(delta + bias)``,
+    d delta' / d delta; inputs at offset ``r`` (``bias`` at ``c0``), outputs at ``i``."""
+    if softplus:
+        for h in range(w):
+            v = delta[r + h] + bias[c0 + h]
+            d = _softplus(v, k)
+            dt[i + h] = d
+            sig[i + h] = _sigmoid(v, k)
+            du[i + h] = d * u[r + h]
+    else:
+        for h in range(w):
+            d = delta[r + h] + bias[c0 + h]
+            dt[i + h] = d
+            du[i + h] = d * u[r + h]
+
+
+@njit(inline="always", **JIT)
+def _out_row(y, i, u, D, z, r, c0, w, gate, k, out):
+    """``out = (y + D u) * silu(z)`` (``* silu(z)`` only when ``gate``)."""
+    if gate:
+        for h in range(w):
+            zv = z[r + h]
+            out[r + h] = (y[i + h] + D[c0 + h] * u[r + h]) * zv * _sigmoid(zv, k)
+    else:
+        for h in range(w):
+            out[r + h] = y[i + h] + D[c0 + h] * u[r + h]
+
+
+@njit(inline="always", **JIT)
+def _gate_back_row(gout, y, i, u, D, z, r, c0, w, gate, k, gy, gz, gD):
+    """Backward of `_out_row`: ``gy`` = d/dy (a block buffer), ``gz`` (when ``gate``), ``gD += gy u``."""
+    if gate:
+        for h in range(w):
+            zv = z[r + h]
+            sz = _sigmoid(zv, k)
+            g = gout[r + h] * zv * sz
+            gy[h] = g
+            gz[r + h] = gout[r + h] * (y[i + h] + D[c0 + h] * u[r + h]) * sz * (k[18] + zv * (k[18] - sz))
+            gD[h] += g * u[r + h]
+    else:
+        for h in range(w):
+            gy[h] = gout[r + h]
+            gD[h] += gout[r + h] * u[r + h]
+
+
+@njit(inline="always", **JIT)
+def _input_back_row(gdu, gdtA, dt, sig, i, u, D, r, c0, w, gy, softplus, gu, gdelta, gbias):
+    """``gu = gdu dt + gy D``, ``gdelta = gdtA + gdu u`` (times ``sig`` through the softplus), ``gbias += gdelta``."""
+    for h in range(w):
+        gu[r + h] = gdu[h] * dt[i + h] + gy[h] * D[c0 + h]
+        g = gdtA[h] + gdu[h] * u[r + h]
+        if softplus:
+            g *= sig[i + h]
+        gdelta[r + h] = g
+        gbias[h] += g
+
+
+# ---- the kernels ----------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, **JIT)
+def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, k, chunk, width, n_splits, out, last, states):
+    """Forward: ``out`` [L, b, d] and ``last`` [b, d, n]; ``states`` [L/T, b, n, d] receives the state entering each
+    chunk (when its first dimension is > 0). ``A2t`` is A^T, times log2(e) in float32 (see `_decay`); ``z`` is
+    ignored unless ``gate``; pass zeros for an absent ``D`` or ``bias``."""
     length, batch, dim = u.shape
     n_groups, n_state = Bm.shape[2], Bm.shape[3]
     head = dim // n_groups
     save = states.shape[0] > 0
+    uf, df, zf, of, af = u.reshape(-1), delta.reshape(-1), z.reshape(-1), out.reshape(-1), A2t.reshape(-1)
+    bf, cf, sf = Bm.reshape(-1), Cm.reshape(-1), states.reshape(-1)
+    N, Dm, Wd = U(n_state), U(dim), U(width)
     for task in prange(batch * n_groups * n_splits):
         b, g, _, blk0, blk1 = _task_blocks(task, n_groups, n_splits, head, width)
-        x = np.empty((n_state, width), u.dtype)
-        dA = np.empty((n_state, width), u.dtype)
-        ibits = np.empty((n_state, width), np.int32)
-        fbits = ibits.view(np.float32)
-        dtb = np.empty(width, u.dtype)
-        dub = np.empty(width, u.dtype)
-        yb = np.empty(width, u.dtype)
+        x = np.empty(n_state * width, u.dtype)
+        dt = np.empty(width, u.dtype)
+        du = np.empty(width, u.dtype)
+        sig = np.empty(width, u.dtype)
+        y = np.empty(width, u.dtype)
         for blk in range(blk0, blk1):
-            c0 = g * head + blk * width
-            w = min(width, (g + 1) * head - c0)
-            x[:, :w] = 0
+            c0 = U(g * head + blk * width)
+            w = U(min(width, (g + 1) * head - (g * head + blk * width)))
+            x[:] = 0
             for t in range(length):
+                r = U(t * batch + b) * Dm + c0
+                bc = (U(t * batch + b) * U(n_groups) + U(g)) * N
                 if save and t % chunk == 0:
-                    for n in range(n_state):
+                    for n in range(N):
+                        so = (U(t // chunk * batch + b) * N + n) * Dm + c0
                         for h in range(w):
-                            states[t // chunk, b, n, c0 + h] = x[n, h]
-                for h in range(w):
-                    dtb[h] = dt[t, b, c0 + h]
-                    dub[h] = dtb[h] * u[t, b, c0 + h]
-                    yb[h] = 0
-                _decay(dA, ibits, fbits, dtb, A2t, At, c0, w, n_state, k, fast)
-                for n in range(n_state):
-                    bn = Bm[t, b, g, n]
-                    cn = Cm[t, b, g, n]
+                            sf[so + h] = x[n * Wd + h]
+                _delta_row(df, bias, uf, r, c0, w, softplus, k, dt, du, sig, U(0))
+                y[:] = 0
+                for n in range(N):
+                    b_n, c_n, xo, ao = bf[bc + n], cf[bc + n], n * Wd, n * Dm + c0
                     for h in range(w):
-                        xv = dA[n, h] * x[n, h] + dub[h] * bn
-                        x[n, h] = xv
-                        yb[h] += xv * cn
+                        xv = _decay(dt[h] * af[ao + h], k) * x[xo + h] + du[h] * b_n
+                        x[xo + h] = xv
+                        y[h] += xv * c_n
+                _out_row(y, U(0), uf, D, zf, r, c0, w, gate, k, of)
+            for n in range(N):
                 for h in range(w):
-                    y[t, b, c0 + h] = yb[h]
-            for n in range(n_state):
-                for h in range(w):
-                    last[b, c0 + h, n] = x[n, h]
+                    last[b, c0 + h, n] = x[n * Wd + h]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def scan_backward(u, dt, A2t, At, Bm, Cm, states, gy, glast, k, fast, chunk, width, n_splits,
-                  gu, gdt, gA, gBp, gCp):
-    """Backward of `scan_forward`. Writes ``gu``, ``gdt`` [L, b, d], per batch row ``gA`` [b, d, n], per split
-    ``gBp``/``gCp`` [S, L, b, g, n] (zero-initialised, accumulated). ``glast`` is [b, d, n] (zeros when the
-    last state has no gradient)."""
+@njit(parallel=True, cache=True, **JIT)
+def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, k, chunk, width, n_splits, states, gout,
+                  glast, gu, gdelta, gz, gD, gbias, gA, gBp, gCp):
+    """Backward of `scan_forward`. Writes ``gu``, ``gdelta``, ``gz`` (when ``gate``) [L, b, d], per batch row
+    ``gD``, ``gbias`` [b, d] and ``gA`` [b, d, n], per split ``gBp``/``gCp`` [S, L, b, g, n] (zero-initialised,
+    accumulated). ``glast`` is [b, d, n] (zeros when the last state has no gradient)."""
     length, batch, dim = u.shape
     n_groups, n_state = Bm.shape[2], Bm.shape[3]
     head = dim // n_groups
     n_chunks = states.shape[0]
-    zero = k[9]
+    uf, df, zf, af, atf = u.reshape(-1), delta.reshape(-1), z.reshape(-1), A2t.reshape(-1), At.reshape(-1)
+    bf, cf, sf, gof = Bm.reshape(-1), Cm.reshape(-1), states.reshape(-1), gout.reshape(-1)
+    guf, gdf, gzf, gbf, gcf = gu.reshape(-1), gdelta.reshape(-1), gz.reshape(-1), gBp.reshape(-1), gCp.reshape(-1)
+    N, Dm, Wd = U(n_state), U(dim), U(width)
+    NW = N * Wd
     for task in prange(batch * n_groups * n_splits):
         b, g, s, blk0, blk1 = _task_blocks(task, n_groups, n_splits, head, width)
-        X = np.empty((chunk + 1, n_state, width), u.dtype)   # X[i + 1] = state after step i of the chunk
-        dA = np.empty((chunk, n_state, width), u.dtype)
-        ibits = np.empty((n_state, width), np.int32)
-        fbits = ibits.view(np.float32)
-        Gc = np.empty((n_state, width), u.dtype)              # exp(delta'[t+1] A) G[t+1]
-        gAb = np.empty((n_state, width), u.dtype)
-        dtb = np.empty((chunk, width), u.dtype)
-        dub = np.empty((chunk, width), u.dtype)
-        gyb = np.empty(width, u.dtype)
+        X = np.empty((chunk + 1) * n_state * width, u.dtype)  # X[i + 1] = state after step i of the chunk
+        dA = np.empty(chunk * n_state * width, u.dtype)
+        dt = np.empty(chunk * width, u.dtype)
+        du = np.empty(chunk * width, u.dtype)
+        sig = np.empty(chunk * width, u.dtype)
+        y = np.empty(chunk * width, u.dtype)
+        G = np.empty(n_state * width, u.dtype)                # exp(delta'[t+1] A) G[t+1]
+        gAb = np.empty(n_state * width, u.dtype)
+        gDb = np.empty(width, u.dtype)
+        gbb = np.empty(width, u.dtype)
+        gy = np.empty(width, u.dtype)
         gdu = np.empty(width, u.dtype)
         gdtA = np.empty(width, u.dtype)
         for blk in range(blk0, blk1):
-            c0 = g * head + blk * width
-            w = min(width, (g + 1) * head - c0)
-            for n in range(n_state):
+            c0 = U(g * head + blk * width)
+            w = U(min(width, (g + 1) * head - (g * head + blk * width)))
+            for n in range(N):
                 for h in range(w):
-                    Gc[n, h] = glast[b, c0 + h, n]
-            gAb[:, :w] = 0
+                    G[n * Wd + h] = glast[b, c0 + h, n]
+            gAb[:] = 0
+            gDb[:] = 0
+            gbb[:] = 0
             for kc in range(n_chunks - 1, -1, -1):
                 t0 = kc * chunk
                 nt = min(chunk, length - t0)
-                # Recompute the chunk's states and decay factors from its entry state.
-                for n in range(n_state):
+                # Recompute the chunk's states, decay factors and pre-gate outputs from its entry state.
+                for n in range(N):
+                    so = (U(kc * batch + b) * N + n) * Dm + c0
                     for h in range(w):
-                        X[0, n, h] = states[kc, b, n, c0 + h]
-                for i in range(nt):
-                    t = t0 + i
+                        X[n * Wd + h] = sf[so + h]
+                for i in range(U(nt)):
+                    t = U(t0) + i
+                    r = (t * U(batch) + U(b)) * Dm + c0
+                    bc = ((t * U(batch) + U(b)) * U(n_groups) + U(g)) * N
+                    iw = i * Wd
+                    _delta_row(df, bias, uf, r, c0, w, softplus, k, dt, du, sig, iw)
                     for h in range(w):
-                        dtb[i, h] = dt[t, b, c0 + h]
-                        dub[i, h] = dtb[i, h] * u[t, b, c0 + h]
-                    _decay(dA[i], ibits, fbits, dtb[i], A2t, At, c0, w, n_state, k, fast)
-                    for n in range(n_state):
-                        bn = Bm[t, b, g, n]
+                        y[iw + h] = 0
+                    for n in range(N):
+                        b_n, c_n, ao = bf[bc + n], cf[bc + n], n * Dm + c0
+                        xo, eo = i * NW + n * Wd, (i + U(1)) * NW + n * Wd
                         for h in range(w):
-                            X[i + 1, n, h] = dA[i, n, h] * X[i, n, h] + dub[i, h] * bn
+                            d = _decay(dt[iw + h] * af[ao + h], k)
+                            dA[xo + h] = d
+                            xv = d * X[xo + h] + du[iw + h] * b_n
+                            X[eo + h] = xv
+                            y[iw + h] += xv * c_n
                 # Adjoint recurrence, newest step first.
-                for i in range(nt - 1, -1, -1):
-                    t = t0 + i
+                for ii in range(nt - 1, -1, -1):
+                    i = U(ii)
+                    t = U(t0) + i
+                    r = (t * U(batch) + U(b)) * Dm + c0
+                    bc = ((t * U(batch) + U(b)) * U(n_groups) + U(g)) * N
+                    pc = (((U(s) * U(length) + t) * U(batch) + U(b)) * U(n_groups) + U(g)) * N
+                    iw = i * Wd
+                    _gate_back_row(gof, y, iw, uf, D, zf, r, c0, w, gate, k, gy, gzf, gDb)
                     for h in range(w):
-                        gyb[h] = gy[t, b, c0 + h]
-                        gdu[h] = zero
-                        gdtA[h] = zero
-                    for n in range(n_state):
-                        bn = Bm[t, b, g, n]
-                        cn = Cm[t, b, g, n]
-                        sum_c = zero
-                        sum_b = zero
+                        gdu[h] = 0
+                        gdtA[h] = 0
+                    for n in range(N):
+                        b_n, c_n, ao, go = bf[bc + n], cf[bc + n], n * Dm + c0, n * Wd
+                        xo, eo = i * NW + n * Wd, (i + U(1)) * NW + n * Wd
+                        sum_c = k[9]
+                        sum_b = k[9]
                         for h in range(w):
-                            G = Gc[n, h] + cn * gyb[h]
-                            sum_c += gyb[h] * X[i + 1, n, h]
-                            sum_b += G * dub[i, h]
-                            gdu[h] += G * bn
-                            q = G * dA[i, n, h] * X[i, n, h]
-                            gdtA[h] += q * At[n, c0 + h]
-                            gAb[n, h] += q * dtb[i, h]
-                            Gc[n, h] = G * dA[i, n, h]
-                        gCp[s, t, b, g, n] += sum_c
-                        gBp[s, t, b, g, n] += sum_b
-                    for h in range(w):
-                        gu[t, b, c0 + h] = gdu[h] * dtb[i, h]
-                        gdt[t, b, c0 + h] = gdtA[h] + gdu[h] * u[t, b, c0 + h]
+                            gv = G[go + h] + c_n * gy[h]
+                            sum_c += gy[h] * X[eo + h]
+                            sum_b += gv * du[iw + h]
+                            gdu[h] += gv * b_n
+                            q = gv * dA[xo + h] * X[xo + h]
+                            gdtA[h] += q * atf[ao + h]
+                            gAb[go + h] += q * dt[iw + h]
+                            G[go + h] = gv * dA[xo + h]
+                        gcf[pc + n] += sum_c
+                        gbf[pc + n] += sum_b
+                    _input_back_row(gdu, gdtA, dt, sig, iw, uf, D, r, c0, w, gy, softplus, guf, gdf, gbb)
+            for n in range(N):
+                for h in range(w):
+                    gA[b, c0 + h, n] = gAb[n * Wd + h]
             for h in range(w):
-                for n in range(n_state):
-                    gA[b, c0 + h, n] = gAb[n, h]
+                gD[b, c0 + h] = gDb[h]
+                gbias[b, c0 + h] = gbb[h]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, **JIT)
 def conv_forward(x, wT, bias, out):
     """Causal depthwise conv1d on time-major ``x`` [L, b, c] with ``wT`` [K, c] (the weight transposed) and
     ``bias`` [c]: ``out[t] = bias + sum_k wT[k] x[t - K + 1 + k]`` (terms before the start left out)."""
     length, batch, chans = x.shape
     kernel = wT.shape[0]
+    xf, of, wf = x.reshape(-1), out.reshape(-1), wT.reshape(-1)
+    C = U(chans)
     for b in prange(batch):
         for t in range(length):
-            for c in range(chans):
-                out[t, b, c] = bias[c]
+            r = U(t * batch + b) * C
+            for c in range(C):
+                of[r + c] = bias[c]
             for k in range(max(0, kernel - 1 - t), kernel):
-                s = t - kernel + 1 + k
-                for c in range(chans):
-                    out[t, b, c] += wT[k, c] * x[s, b, c]
+                rs, wo = U((t - kernel + 1 + k) * batch + b) * C, U(k) * C
+                for c in range(C):
+                    of[r + c] += wf[wo + c] * xf[rs + c]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, **JIT)
 def conv_backward(x, wT, gout, gx, gw_rows, gb_rows):
     """Backward of `conv_forward`: ``gx`` [L, b, c]; per batch row the weight gradient ``gw_rows`` [b, K, c]
     and the bias gradient ``gb_rows`` [b, c]."""
     length, batch, chans = x.shape
     kernel = wT.shape[0]
+    xf, gof, gxf, wf, gwf, gbf = x.reshape(-1), gout.reshape(-1), gx.reshape(-1), wT.reshape(-1), \
+        gw_rows.reshape(-1), gb_rows.reshape(-1)
+    C = U(chans)
     for b in prange(batch):
         gw_rows[b] = 0
         gb_rows[b] = 0
+        bo = U(b) * C
         for s in range(length):
-            for c in range(chans):
-                gx[s, b, c] = 0
-                gb_rows[b, c] += gout[s, b, c]
+            r = U(s * batch + b) * C
+            for c in range(C):
+                gxf[r + c] = 0
+                gbf[bo + c] += gof[r + c]
             for k in range(max(0, s + kernel - length), kernel):
-                t = s + kernel - 1 - k  # the output step that reads x[s] with tap k
-                for c in range(chans):
-                    gx[s, b, c] += gout[t, b, c] * wT[k, c]
-                    gw_rows[b, k, c] += gout[t, b, c] * x[s, b, c]
+                rt, wo, gwo = U((s + kernel - 1 - k) * batch + b) * C, U(k) * C, U(b * kernel + k) * C
+                for c in range(C):  # the output step t = s + K - 1 - k reads x[s] with tap k
+                    gxf[r + c] += gof[rt + c] * wf[wo + c]
+                    gwf[gwo + c] += gof[rt + c] * xf[r + c]
 
 
 def numba_version() -> str:

@@ -448,41 +448,58 @@ def _np(x: Tensor) -> Any:
 
 
 class _FusedScanFn(torch.autograd.Function):
-    """The fused scan on internal-layout tensors (time-major, compute dtype, contiguous): u and delta' [l, b, d],
-    A [d, n], B and C [l, b, g, n]. Returns y [l, b, d] (no D, no gate) and the last state [b, d, n]."""
+    """The whole fused scan (delta_bias, softplus, recurrence, D, z gate) on internal-layout tensors: time-major
+    ``[l, b, d]`` u, delta and z, A [d, n], B and C [l, b, g, n], D and delta_bias [d], all contiguous in the
+    compute dtype; z, D and delta_bias may be None. Returns the output [l, b, d] and the last state [b, d, n]."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, dlt: Tensor, A: Tensor, B: Tensor, C: Tensor, save: bool):
+    def forward(ctx, u: Tensor, delta: Tensor, z: Tensor | None, D: Tensor | None, bias: Tensor | None, A: Tensor,
+                B: Tensor, C: Tensor, softplus: bool, save: bool):
         kernels = _kernel_module()
         length, batch, dim = u.shape
         groups, dstate = B.shape[2], B.shape[3]
         states = u.new_empty(math.ceil(length / FUSED_CHUNK) if save else 0, batch, dstate, dim)
-        y, last = torch.empty_like(u), u.new_empty(batch, dim, dstate)
+        out, last = torch.empty_like(u), u.new_empty(batch, dim, dstate)
+        zeros = u.new_zeros(dim) if D is None or bias is None else None
+        D_, bias_ = (D if D is not None else zeros), (bias if bias is not None else zeros)
         At = A.t().contiguous()
         splits = _fused_splits(batch, groups, dim // groups, _numba_threads(kernels))
-        kernels.scan_forward(_np(u), _np(dlt), _np(At * LOG2_E), _np(At), _np(B), _np(C), _np(y), _np(last),
-                             _np(states), kernels.constants(_np(u).dtype), u.dtype == torch.float32,
-                             FUSED_CHUNK, FUSED_WIDTH, splits)
+        kernels.scan_forward(_np(u), _np(delta), _np(z if z is not None else u), _np(D_), _np(bias_),
+                             _np(_decay_table(At)), _np(B), _np(C), softplus, z is not None,
+                             kernels.constants(_np(u).dtype), FUSED_CHUNK, FUSED_WIDTH, splits, _np(out), _np(last),
+                             _np(states))
         if save:
-            ctx.save_for_backward(u, dlt, A, B, C, states)
-        return y, last
+            ctx.save_for_backward(u, delta, z, D_, bias_, At, B, C, states)
+            ctx.softplus = softplus
+            ctx.has = (z is not None, D is not None, bias is not None)
+        return out, last
 
     @staticmethod
-    def backward(ctx, gy: Tensor, glast: Tensor | None):
+    def backward(ctx, gout: Tensor, glast: Tensor | None):
         kernels = _kernel_module()
-        u, dlt, A, B, C, states = ctx.saved_tensors
+        u, delta, z, D, bias, At, B, C, states = ctx.saved_tensors
+        has_z, has_D, has_bias = ctx.has
         _, batch, dim = u.shape
         groups, dstate = B.shape[2], B.shape[3]
         splits = _fused_splits(batch, groups, dim // groups, _numba_threads(kernels))
         glast = glast.contiguous() if glast is not None else u.new_zeros(batch, dim, dstate)
-        gu, gdlt, gA_rows = torch.empty_like(u), torch.empty_like(dlt), u.new_empty(batch, dim, dstate)
+        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+        gz = torch.empty_like(z) if has_z else gu  # not written without a gate
+        gD_rows, gbias_rows, gA_rows = u.new_empty(batch, dim), u.new_empty(batch, dim), u.new_empty(batch, dim, dstate)
         gB_parts, gC_parts = u.new_zeros(splits, *B.shape), u.new_zeros(splits, *C.shape)
-        At = A.t().contiguous()
-        kernels.scan_backward(_np(u), _np(dlt), _np(At * LOG2_E), _np(At), _np(B), _np(C), _np(states),
-                              _np(gy.contiguous()), _np(glast), kernels.constants(_np(u).dtype),
-                              u.dtype == torch.float32, FUSED_CHUNK, FUSED_WIDTH, splits,
-                              _np(gu), _np(gdlt), _np(gA_rows), _np(gB_parts), _np(gC_parts))
-        return gu, gdlt, gA_rows.sum(0), gB_parts.sum(0), gC_parts.sum(0), None
+        kernels.scan_backward(_np(u), _np(delta), _np(z if has_z else u), _np(D), _np(bias), _np(_decay_table(At)),
+                              _np(At), _np(B), _np(C), ctx.softplus, has_z, kernels.constants(_np(u).dtype),
+                              FUSED_CHUNK, FUSED_WIDTH, splits, _np(states), _np(gout.contiguous()), _np(glast),
+                              _np(gu), _np(gdelta), _np(gz), _np(gD_rows), _np(gbias_rows), _np(gA_rows),
+                              _np(gB_parts), _np(gC_parts))
+        return (gu, gdelta, gz if has_z else None, gD_rows.sum(0) if has_D else None,
+                gbias_rows.sum(0) if has_bias else None, gA_rows.sum(0), gB_parts.sum(0), gC_parts.sum(0), None, None)
+
+
+def _decay_table(At: Tensor) -> Tensor:
+    """The kernels' decay exponent table: ``A^T log2(e)`` in float32 (they compute ``2^(delta' A log2 e)``),
+    ``A^T`` in float64 (libm's exp)."""
+    return At * LOG2_E if At.dtype == torch.float32 else At
 
 
 def _run_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> None:
@@ -528,15 +545,12 @@ def selective_scan_fused(
         raise ValueError("selective_scan needs a sequence of length >= 1")
     groups = _groups(B, C, dim)
     dtype_in, ct = u.dtype, _compute_dtype(u)
-    u_t, delta_t = _time_major(u, ct), _time_major(delta, ct)
-    if delta_bias is not None:
-        delta_t = delta_t + delta_bias.to(ct)
-    if delta_softplus:
-        delta_t = F.softplus(delta_t)
-    save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_t, delta_t, A, B, C))
-    y, last = _FusedScanFn.apply(u_t, delta_t.contiguous(), A.to(ct).contiguous(), _internal_bc(B, groups, ct),
-                                 _internal_bc(C, groups, ct), save)
-    out = _gate(y, u_t, D, z, ct).to(dtype_in).permute(1, 2, 0)
+    z_t = _time_major(z, ct) if z is not None else None
+    D_, bias = (None if v is None else v.to(ct).contiguous() for v in (D, delta_bias))
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, z, D, delta_bias, A, B, C))
+    out, last = _FusedScanFn.apply(_time_major(u, ct), _time_major(delta, ct), z_t, D_, bias, A.to(ct).contiguous(),
+                                   _internal_bc(B, groups, ct), _internal_bc(C, groups, ct), delta_softplus, save)
+    out = out.to(dtype_in).permute(1, 2, 0)
     return (out, last) if return_last_state else out
 
 
