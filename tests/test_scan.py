@@ -293,6 +293,23 @@ def test_fused_stable_for_large_delta_times_A():
 
 
 @needs_numba
+def test_fused_extreme_gate_and_softplus_inputs():
+    """The float32 kernels' own exp, sigmoid and softplus at the ends of their range: z and delta + delta_bias
+    from -90 to 90 (softplus' linear branch above 20, sigmoid saturating) stay finite and match the reference."""
+    inputs = make_inputs(b=2, d=6, n=4, l=24, seed=11)
+    with torch.no_grad():
+        ramp = torch.linspace(-90, 90, 2 * 6 * 24).view(2, 6, 24)
+        inputs["z"].copy_(ramp.flip(-1))
+        inputs["delta"].copy_(ramp)
+    use = ("D", "z", "delta_bias")
+    with fused_blocks(chunk=8, width=4):
+        got = run(selective_scan_fused, inputs, use, True, True)
+    for name, value in got.items():
+        assert torch.isfinite(value).all(), name
+    assert_close(got, run(selective_scan_reference, inputs, use, True, True), rtol=1e-5)
+
+
+@needs_numba
 def test_fused_low_precision_and_no_grad():
     inputs = {k: v.detach() for k, v in make_inputs(l=12).items()}
     with torch.no_grad():
