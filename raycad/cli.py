@@ -54,6 +54,11 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", metavar="DIR", help="run.output_dir")
     parser.add_argument("--name", help="run.name (re-using a name resumes that run from its last checkpoint)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a private local Ray)")
+    resume = parser.add_mutually_exclusive_group()  # a changed config is refused unless one of these says what to do
+    resume.add_argument("--continue-stored", dest="resume_policy", action="store_const", const="stored",
+                        help="resume --name with the config it was started with, ignoring changes")
+    resume.add_argument("--fresh", dest="resume_policy", action="store_const", const="fresh",
+                        help="start --name over (the previous run directory is moved aside)")
 
 
 def run_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -173,6 +173,34 @@ def test_masked_lm_loss_equals_hand_computation_on_a_tiny_model() -> None:
     assert masked_lm_loss(out.logits, no_targets).item() == 0.0
 
 
+def test_loop_steps_without_ray_train_one_band_and_its_row() -> None:
+    """The loop's steps run alone: `mlm_forward_backward` trains on a masked batch (its band holds the batch's
+    masked-token loss and counts, read back only when reported) and `band_row` turns the band into a row."""
+    from raycad.pretrain.loop import Band, MLMWorker, band_row, build_mlm_model, mlm_forward_backward
+    from raycad.train.loop import build_optimizer, build_scheduler
+
+    cfg = PretrainConfig.load(overrides=["model.preset=caduceus-ps-1k-d128-l4", "model.overrides={d_model: 16}",
+                                         "data.max_length=12", "train.max_steps=2"])
+    model = build_mlm_model(cfg)
+    optimizer = build_optimizer(model, cfg)
+    worker = MLMWorker(cfg, {"total_steps": 2, "batches_per_epoch": 1}, 0, 1, torch.device("cpu"), model,
+                       optimizer, build_scheduler(optimizer, cfg, 2), None)
+    batch = MLMCollator(cfg.mlm, salt=(1,))({"input_ids": np.random.default_rng(0).integers(A_ID, T_ID + 1, (4, 12)),
+                                            "key": np.arange(4, dtype=np.uint64)})
+    band = Band(start=0.0)
+    mlm_forward_backward(worker, batch, band, sync=True)
+    assert all(p.grad is not None for p in worker.trainable)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"]).logits
+    targets = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert band.metrics.targets == targets > 0 and band.windows == 4
+    assert band.metrics.loss_sum == pytest.approx(float(masked_lm_loss(logits, batch["labels"], "sum")), rel=1e-5)
+    worker.state.update(step=1, windows=4)
+    row = band_row(worker, "band", band, windows=4, elapsed=2.0)
+    assert row["tokens_per_s"] == 4 * 12 / 2.0 and row["train_masked_tokens"] == targets and row["epoch"] == 1
+    assert row["train_loss"] == pytest.approx(band.metrics.loss_sum / targets)
+
+
 # ---- config and plan -------------------------------------------------------------------------------------------------
 
 

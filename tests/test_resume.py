@@ -10,7 +10,7 @@ import yaml
 
 from raycad import runtime
 from raycad.cli import main
-from raycad.config import ConfigError, FinetuneConfig
+from raycad.config import ConfigError, FinetuneConfig, PretrainConfig
 from raycad.train.trainer import check_resumed_data, resolve_resume
 
 
@@ -73,3 +73,19 @@ def test_resume_on_other_data_is_refused(tmp_path):
     check_resumed_data(run, ["neg", "pos"], 251)  # same data: fine
     with pytest.raises(ConfigError, match=r"class_names: \['neg', 'pos'\] -> \['0', '1', '2', '3', '4', '5'\]"):
         check_resumed_data(run, [str(i) for i in range(6)], 251)
+
+
+def test_pretrain_resume_uses_the_same_rule(tmp_path, capsys, no_ray):
+    """`raycad pretrain --name` refuses a changed config before Ray starts; --continue-stored keeps the stored
+    pre-training config (read back as a `PretrainConfig`), --fresh moves the old run aside."""
+    stored = PretrainConfig().with_overrides({"run.name": "p1", "run.output_dir": str(tmp_path)})
+    stored.save(tmp_path / "p1" / "config.yaml")
+    args = ["pretrain", "--name", "p1", "--output", str(tmp_path), "--max-steps", "50", "--set", "mlm.probability=0.2"]
+    assert main(args) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("raycad: config error: run 'p1'") and "--continue-stored" in line
+    assert "mlm.probability: 0.15 -> 0.2" in line and "train.max_steps: None -> 50" in line
+    changed = stored.with_overrides({"mlm.probability": 0.2, "scaling.num_workers": 1})
+    kept = resolve_resume(changed, "stored")
+    assert isinstance(kept, PretrainConfig) and kept.mlm.probability == 0.15 and kept.scaling.num_workers == 1
+    assert resolve_resume(changed, "fresh") == changed and not (tmp_path / "p1").exists()

@@ -4,7 +4,8 @@ URIs are FASTA/FASTQ/BAM/CSV/Parquet files, directories or globs, local, ``s3://
 none = the bundled demo's training split (sequences only). ``--validation`` names held-out files,
 ``--holdout`` held-out records (contigs); otherwise a seeded ``data.val_fraction`` of the windows is held out.
 ``--max-steps`` / ``--max-tokens`` set a budget instead of ``--epochs``. ``--config``, ``--set key=value``
-(e.g. ``--set data.max_length=1024 --set data.stride=512``); re-using a ``--name`` resumes that run.
+(e.g. ``--set data.max_length=1024 --set data.stride=512``); re-using a ``--name`` resumes that run
+(a changed config is refused unless ``--continue-stored`` or ``--fresh`` says what to do).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _pretrain(args: argparse.Namespace) -> int:
     from raycad.config import PretrainConfig
     from raycad.pretrain.recipe import default_run_name
+    from raycad.train.trainer import resolve_resume
 
     fields = {"data.train": args.uris or None, "data.validation": args.validation, "data.holdout": args.holdout,
               "data.max_length": args.max_length, "data.stride": args.stride, "model.preset": args.preset,
@@ -42,6 +44,7 @@ def _pretrain(args: argparse.Namespace) -> int:
               "train.max_tokens": args.max_tokens, **run_fields(args)}
     cfg = config_from_args(PretrainConfig, args, **fields)
     cfg = cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)})
+    cfg = resolve_resume(cfg, args.resume_policy or "refuse")  # a changed config: refused before Ray starts
 
     def run(cfg: PretrainConfig) -> None:
         from raycad.pretrain.recipe import pretrain

@@ -32,31 +32,54 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = 
 
 
 class MLMMetrics:
-    """Masked-token loss sum, correct predictions and target count; all-reduced across workers on demand."""
+    """Masked-token loss sum, correct predictions and target count; all-reduced across workers on demand.
+
+    `update` accumulates on the logits' device without reading a value back, so a training step costs no host
+    synchronisation; the counts are read when `all_reduce` / `compute` need them."""
 
     def __init__(self) -> None:
-        self.loss_sum = 0.0
-        self.correct = 0
-        self.targets = 0
+        self._sums: torch.Tensor | None = None  # float64 [loss sum, correct, targets]
+        self._reduced: list[float] | None = None
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor | None = None) -> None:
+        """Add a batch; ``loss_sum`` = its summed masked-token loss when the caller already has it."""
         labels = labels.to(logits.device)
         chosen = labels != IGNORE_INDEX
-        self.loss_sum += float(masked_lm_loss(logits, labels, reduction="sum"))
-        self.correct += int((logits.argmax(-1)[chosen] == labels[chosen]).sum())
-        self.targets += int(chosen.sum())
+        if loss_sum is None:
+            loss_sum = masked_lm_loss(logits, labels, reduction="sum")
+        correct = ((logits.argmax(-1) == labels) & chosen).sum()
+        sums = torch.stack([loss_sum.double(), correct.double(), chosen.sum().double()])
+        self._sums = sums if self._sums is None else self._sums + sums
+        self._reduced = None
+
+    def _values(self) -> list[float]:
+        if self._reduced is None:
+            self._reduced = self._sums.tolist() if self._sums is not None else [0.0, 0.0, 0.0]
+        return self._reduced
+
+    @property
+    def loss_sum(self) -> float:
+        return self._values()[0]
+
+    @property
+    def correct(self) -> int:
+        return int(self._values()[1])
+
+    @property
+    def targets(self) -> int:
+        return int(self._values()[2])
 
     def all_reduce(self, device: torch.device) -> MLMMetrics:
         from raycad.train.loop import all_reduce_sum
 
-        self.loss_sum, correct, targets = all_reduce_sum([self.loss_sum, self.correct, self.targets], device)
-        self.correct, self.targets = int(correct), int(targets)
+        self._reduced = all_reduce_sum(self._values(), device)
         return self
 
     def compute(self, prefix: str = "") -> dict[str, float | int]:
-        loss = self.loss_sum / self.targets if self.targets else float("nan")
+        loss_sum, targets = self.loss_sum, self.targets
+        loss = loss_sum / targets if targets else float("nan")
         return {f"{prefix}loss": loss,
-                f"{prefix}accuracy": self.correct / self.targets if self.targets else float("nan"),
-                f"{prefix}perplexity": math.exp(loss) if self.targets else float("nan"),
-                f"{prefix}masked_tokens": self.targets}
+                f"{prefix}accuracy": self.correct / targets if targets else float("nan"),
+                f"{prefix}perplexity": math.exp(loss) if targets else float("nan"),
+                f"{prefix}masked_tokens": targets}

@@ -35,7 +35,7 @@ log = get_logger("raycad.pretrain")
 
 CSV_COLUMNS = ("kind", "epoch", "step", "lr", "train_loss", "train_accuracy", "train_perplexity",
                "train_masked_tokens", "val_loss", "val_accuracy", "val_perplexity", "val_masked_tokens",
-               "windows", "tokens", "tokens_per_s", "band_time_s")
+               "windows", "tokens", "tokens_per_s", "band_time_s", "data_start_s")
 
 
 @dataclass
@@ -102,16 +102,26 @@ def load_pretrain_checkpoint(checkpoint: Any) -> tuple[Any, dict[str, Any]]:
     return model.eval(), state
 
 
-def pretrain(cfg: PretrainConfig, *, show: bool = True) -> PretrainResult:
-    """Pre-train as configured; everything goes to ``<run.output_dir>/<run.name>`` (see the module docstring)."""
-    from raycad.pretrain.data import MATERIALIZE_MAX_TOKENS, prepare_pretrain_data
-    from raycad.storage import publish_run
-    from raycad.train import report
-    from raycad.train.checkpoint import export_model
-    from raycad.train.trainer import cache_small_data, start_run
+@dataclass
+class PreparedRun:
+    """A pre-training run ready to fit: its config (run name set), directory, windowed data and step plan."""
 
-    t0 = time.perf_counter()
-    cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
+    cfg: PretrainConfig
+    run_dir: Path
+    data: PretrainData
+    plan: dict[str, int]
+    cached: bool
+
+
+def prepare_run(cfg: PretrainConfig) -> PreparedRun:
+    """Name the run (a changed config of an existing run is refused, as for fine-tuning), start Ray, window the
+    sources (one counting pass), keep small data in memory and plan the step budget."""
+    from raycad.pretrain.data import MATERIALIZE_MAX_TOKENS, prepare_pretrain_data
+    from raycad.train.trainer import cache_small_data, resolve_resume, start_run
+
+    # A changed config never resumes silently (the fine-tuning rule; the CLI's --continue-stored / --fresh).
+    cfg = resolve_resume(cfg.with_overrides({"run.name": cfg.run.name or default_run_name(cfg)}))
+    cfg, _, run_dir = start_run(cfg, cfg.run.name)
     data = prepare_pretrain_data(cfg)
     counts = data.counts["train"]
     log.info("data: %s records, %s bases -> %s windows of %d (stride %d); %s mostly-N dropped; %s train, %s "
@@ -123,47 +133,75 @@ def pretrain(cfg: PretrainConfig, *, show: bool = True) -> PretrainResult:
     plan = step_plan(cfg, data.num_train)
     log.info("plan: %d optimizer steps (%d per epoch, global batch %d windows = %s tokens)", plan["total_steps"],
              plan["steps_per_epoch"], cfg.train.batch_size, f"{cfg.train.batch_size * cfg.data.max_length:,}")
+    return PreparedRun(cfg, run_dir, data, plan, cached)
 
-    t_fit = time.perf_counter()
-    result = build_pretrain_trainer(cfg, data, name=name, plan=plan).fit()
-    fit_time = time.perf_counter() - t_fit
+
+def fit(run: PreparedRun) -> Any:
+    """Fit the run's `TorchTrainer`; the `ray.train.Result` (its error raised; a checkpoint is required)."""
+    result = build_pretrain_trainer(run.cfg, run.data, name=run.cfg.run.name, plan=run.plan).fit()
     if result.error:
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError("pre-training finished without reporting a checkpoint")
-    model, state = load_pretrain_checkpoint(result.checkpoint)
-    history = (result.return_value or {}).get("history") or state["history"]
-    final = next((h for h in reversed(history) if "val_loss" in h), {})
+    return result
 
-    model_dir = None
-    if cfg.run.export_model:
-        meta = {"objective": "masked-lm", "max_length": cfg.data.max_length, "steps": state["step"],
-                "tokens": state["windows"] * cfg.data.max_length,
-                "held_out": {k: final.get(k) for k in ("val_loss", "val_accuracy", "val_perplexity")},
-                "config": cfg.to_dict()}
-        model_dir = export_model(model, run_dir / "model", meta=meta)
-    band_rows = [h for h in history if h.get("band_time_s")]
-    train_time = sum(h["band_time_s"] for h in band_rows)
-    results = {
-        "run": name, "config": cfg.to_dict(), "data": data.report(), "plan": plan, "cached_in_memory": cached,
-        "steps": state["step"], "epochs_completed": state["epoch"], "windows_trained": state["windows"],
-        "tokens_trained": state["windows"] * cfg.data.max_length, "final_held_out": final, "history": history,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "timings": {"total_s": time.perf_counter() - t0, "fit_s": fit_time, "train_s": train_time},
-        "tokens_per_s": state["windows"] * cfg.data.max_length / train_time if train_time else None,
+
+def export_pretrained(model: Any, state: dict[str, Any], final: dict[str, Any], cfg: PretrainConfig,
+                      run_dir: Path) -> Path:
+    """``<run_dir>/model``: the Hugging Face-style export that fine-tuning and ``from_pretrained`` load."""
+    from raycad.train.checkpoint import export_model
+
+    meta = {"objective": "masked-lm", "max_length": cfg.data.max_length, "steps": state["step"],
+            "tokens": state["windows"] * cfg.data.max_length,
+            "held_out": {k: final.get(k) for k in ("val_loss", "val_accuracy", "val_perplexity")},
+            "config": cfg.to_dict()}
+    return export_model(model, run_dir / "model", meta=meta)
+
+
+def run_results(run: PreparedRun, result: Any, state: dict[str, Any], history: list[dict[str, Any]],
+                final: dict[str, Any], model: Any, model_dir: Path | None,
+                timings: dict[str, float]) -> dict[str, Any]:
+    """``results.json`` of a finished run: data report, plan, progress, final held-out metrics, speed."""
+    cfg, windows = run.cfg, state["windows"]
+    train_time = sum(h["band_time_s"] for h in history if h.get("band_time_s"))
+    return {
+        "run": cfg.run.name, "config": cfg.to_dict(), "data": run.data.report(), "plan": run.plan,
+        "cached_in_memory": run.cached, "steps": state["step"], "epochs_completed": state["epoch"],
+        "windows_trained": windows, "tokens_trained": windows * cfg.data.max_length, "final_held_out": final,
+        "history": history, "parameters": sum(p.numel() for p in model.parameters()),
+        "timings": {**timings, "train_s": train_time},
+        "tokens_per_s": windows * cfg.data.max_length / train_time if train_time else None,
         "scaling": {"num_workers": cfg.scaling.num_workers, "use_gpu": cfg.scaling.use_gpu},
         "checkpoint": result.checkpoint.path, "ray_run_path": result.path,
         "model_dir": str(model_dir) if model_dir else None,
     }
-    report.write_results(run_dir, results)
-    report.write_metrics_csv(run_dir / "metrics.csv", history, columns=CSV_COLUMNS)
-    plot_curve(run_dir / "learning_curve.png", history)
-    publish_run(cfg, run_dir)
+
+
+def pretrain(cfg: PretrainConfig, *, show: bool = True) -> PretrainResult:
+    """Pre-train as configured; everything goes to ``<run.output_dir>/<run.name>`` (see the module docstring)."""
+    from raycad.storage import publish_run
+    from raycad.train import report
+
+    t0 = time.perf_counter()
+    run = prepare_run(cfg)
+    t_fit = time.perf_counter()
+    result = fit(run)
+    fit_time = time.perf_counter() - t_fit
+    model, state = load_pretrain_checkpoint(result.checkpoint)
+    history = (result.return_value or {}).get("history") or state["history"]
+    final = next((h for h in reversed(history) if "val_loss" in h), {})
+    model_dir = export_pretrained(model, state, final, run.cfg, run.run_dir) if run.cfg.run.export_model else None
+    results = run_results(run, result, state, history, final, model, model_dir,
+                          {"total_s": time.perf_counter() - t0, "fit_s": fit_time})
+    report.write_results(run.run_dir, results)
+    report.write_metrics_csv(run.run_dir / "metrics.csv", history, columns=CSV_COLUMNS)
+    plot_curve(run.run_dir / "learning_curve.png", history)
+    publish_run(run.cfg, run.run_dir)
     if show:
         console.print(results_table(results))
-        console.print(f"results: {run_dir / 'results.json'}" + (f"   model: {model_dir}" if model_dir else ""))
-    return PretrainResult(run_dir=run_dir, history=history, final_metrics=final, checkpoint=result.checkpoint.path,
-                          model_dir=model_dir, results=results)
+        console.print(f"results: {run.run_dir / 'results.json'}" + (f"   model: {model_dir}" if model_dir else ""))
+    return PretrainResult(run_dir=run.run_dir, history=history, final_metrics=final,
+                          checkpoint=result.checkpoint.path, model_dir=model_dir, results=results)
 
 
 def plot_curve(path: str | os.PathLike, history: list[dict[str, Any]]) -> Path:

@@ -32,11 +32,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_run_args(p)
     p.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation of the training split "
                    "(train.cv_folds; the paper's protocol: mean and max - min over folds)")
-    resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--continue-stored", dest="resume_policy", action="store_const", const="stored",
-                        help="resume --name with the config it was started with, ignoring changes")
-    resume.add_argument("--fresh", dest="resume_policy", action="store_const", const="fresh",
-                        help="start --name over (the previous run directory is moved aside)")
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model on labeled data")

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raycad.config import FinetuneConfig
+from raycad.config import FinetuneConfig, TrainingJobConfig
 from raycad.runtime import get_logger
 
 if TYPE_CHECKING:
@@ -59,15 +59,16 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(stored: FinetuneConfig, new: FinetuneConfig) -> list[str]:
+def config_differences(stored: TrainingJobConfig, new: TrainingJobConfig) -> list[str]:
     """``key: stored -> new`` for every field that differs and that a resume may not change."""
     old, cur = _flat(stored.to_dict()), _flat(new.to_dict())
     return [f"{key}: {old.get(key)!r} -> {cur.get(key)!r}" for key in sorted(set(old) | set(cur))
             if old.get(key) != cur.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
 
 
-def resolve_resume(cfg: FinetuneConfig, policy: ResumePolicy = "refuse") -> FinetuneConfig:
-    """The config to run with when ``<output_dir>/<run.name>`` already holds a run (checked before Ray starts).
+def resolve_resume(cfg: TrainingJobConfig, policy: ResumePolicy = "refuse") -> TrainingJobConfig:
+    """The config to run with when ``<output_dir>/<run.name>`` already holds a run (checked before Ray starts);
+    the same for fine-tuning and pre-training (the stored ``config.yaml`` is read as ``type(cfg)``).
 
     A new run, or an unchanged one, runs as given. A changed one is refused listing the differences, unless
     ``policy`` is "stored" (continue with the stored config; only `RESUME_MAY_CHANGE` keys come from ``cfg``)
@@ -81,7 +82,7 @@ def resolve_resume(cfg: FinetuneConfig, policy: ResumePolicy = "refuse") -> Fine
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return cfg
-    stored = FinetuneConfig.from_file(saved)
+    stored = type(cfg).from_file(saved)
     differences = config_differences(stored, cfg)
     if not differences:
         return cfg
