@@ -145,3 +145,14 @@ def test_ctrl_c_exits_130_with_the_resume_hint(converted):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.strip() == "raycad: interrupted; resume with --name demo-7"
+
+
+def test_private_ray_workers_run_at_the_drivers_priority(ray_local):
+    """Ray starts workers at niceness 15 by default; a private instance's workers (the job itself) must not
+    lose the CPU to every other process on the machine."""
+
+    @ray_local.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray_local.get(niceness.remote()) == os.nice(0)
