@@ -44,7 +44,7 @@ def plan_data(cfg: FinetuneConfig) -> DataPlan:
             raise FileNotFoundError(f"bundled demo data missing from the installed package: {BUNDLED_DEMO}")
         return DataPlan(data, {}, {}, None, f"bundled:{BUNDLED_DEMO.name}", DEMO_NOTE)
 
-    from raycad.data.sources import options_from_config, plan_sources, preflight
+    from raycad.data.sources import plan_sources, preflight, read_options
 
     if data.train:
         uris = {"train": data.train, "validation": data.validation, "test": data.test}
@@ -57,15 +57,15 @@ def plan_data(cfg: FinetuneConfig) -> DataPlan:
         data = data.model_copy(update={"class_names": data.class_names or list(task.class_names)})
     if str(uris["train"]).startswith("healthomics://"):  # read sets, streamed by raycad.data.healthomics
         return DataPlan(data, {}, uris, data.class_names, source)
-    plans = {"train": plan_sources(uris["train"], split="train", **options_from_config(data, cfg.storage))}
+    plans = {"train": plan_sources(uris["train"], read_options(data, cfg.storage), split="train")}
     class_names = data.class_names or plans["train"].class_names
     if class_names:  # the other splits map labels exactly like train
         data = data.model_copy(update={"class_names": list(class_names)})
     for name in ("validation", "test"):
         if uris[name]:
-            plans[name] = plan_sources(uris[name], split=name, **options_from_config(data, cfg.storage))
+            plans[name] = plan_sources(uris[name], read_options(data, cfg.storage), split=name)
     if "test" not in plans and task is not None and data.train:
-        test_plan = _split_of(data.train, "test", options_from_config(data, cfg.storage))
+        test_plan = _split_of(data.train, "test", read_options(data, cfg.storage))
         if test_plan is not None and not {f.path for f in test_plan.files} & {f.path for f in plans["train"].files}:
             plans["test"] = test_plan
     for plan in plans.values():
@@ -73,12 +73,12 @@ def plan_data(cfg: FinetuneConfig) -> DataPlan:
     return DataPlan(data, plans, uris, class_names, source)
 
 
-def _split_of(uri: str, split: str, options: dict[str, Any]) -> Any:
+def _split_of(uri: str, split: str, options: Any) -> Any:
     """The plan of ``split`` inside a dataset directory, or None when it has no such split."""
     from raycad.data.sources import SourceError, plan_sources
 
     try:
-        return plan_sources(uri, split=split, **options)
+        return plan_sources(uri, options, split=split)
     except SourceError:
         return None
 

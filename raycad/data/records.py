@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 REASONS = ("empty_sequence", "invalid_characters", "missing_label", "unknown_label", "label_out_of_range",
-           "malformed_record", "unreadable_file")
-"""Why a record (or file) is bad: the vocabulary of `RecordError.reason` and of skip counts."""
+           "malformed_record", "unreadable_file", "missing_file", "bad_option", "secondary_alignment")
+"""Why a record (or file) is bad: the vocabulary of `RecordError.reason` and of skip counts, from the readers
+(`raycad.data.sources`) to the data report (``secondary_alignment``: BAM records skipped, never an error)."""
 
 MAX_LENGTH_PERCENTILE = 99.0
 """`default_max_length` keeps every record up to this percentile of lengths whole."""

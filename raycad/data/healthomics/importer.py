@@ -291,7 +291,7 @@ def write_fastq_files(cfg: OmicsImportConfig, out_dir: Path) -> tuple[list[_Shar
         for index, (read_id, sequence, label) in enumerate(splits[split]):
             label_id = _label_id(label, class_names, named, f"{dataset} [{split}] record {index + 1} (id {read_id})")
             if not sequence:
-                skipped["empty sequence"] = skipped.get("empty sequence", 0) + 1
+                skipped["empty_sequence"] = skipped.get("empty_sequence", 0) + 1
                 continue
             current = writers.get(label_id)
             if current is None or (cfg.shard_bytes and current[0].text_bytes >= cfg.shard_bytes):

@@ -1,0 +1,159 @@
+"""The Ray side of a read: `preflight` (the start of each file, on the driver, before Ray starts), the
+`SequenceDatasource` whose read tasks stream groups of files, and `dataset_from_plan`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from raycad.data.sources.options import SEQUENCE_SCHEMA, ReadOptions, SourceError, SourceFile, SourcePlan
+from raycad.data.sources.readers import _table_columns, read_source_file
+from raycad.data.sources.skips import SkipCounter
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+    import ray.data
+
+
+PREFLIGHT_FILES = 32
+"""`preflight` looks at the start of at most this many files per plan (each costs a request on S3)."""
+PREFLIGHT_BYTES = 1 << 16
+
+
+def preflight(plan: SourcePlan) -> None:
+    """Look at the start of each file (up to `PREFLIGHT_FILES`) on the driver, before any Ray task runs.
+
+    Empty files, a table with a header and no records, missing columns and unusable labels fail here, naming
+    the file, instead of inside a read task. With ``bad_records="skip"`` an empty file is left to the readers,
+    which skip and count it.
+    """
+    from raycad.data.records import check_preview
+
+    for src in plan.files[:PREFLIGHT_FILES]:
+        if src.size == 0:
+            if plan.options.bad_records == "skip":
+                continue
+            raise SourceError(f"{src.display}: empty file (no header, no records)", "unreadable_file")
+        if src.format not in ("csv", "tsv", "parquet"):
+            continue
+        preview = _preview_table(plan.filesystem, src)
+        if preview is None:
+            if plan.options.bad_records == "skip":
+                continue
+            raise SourceError(f"{src.display}: empty file (no header, no records)", "unreadable_file")
+        _, label_col, _ = _table_columns(preview.column_names, src, plan.options)
+        if plan.options.bad_records == "error":
+            check_preview(src.display, preview, label_col, plan.options.class_names, src.file_label is not None)
+
+
+def _preview_table(fs: pafs.FileSystem, src: SourceFile) -> pa.Table | None:
+    """The first rows of a table file, all columns as strings (parquet: its first row group); None if empty."""
+    if src.format == "parquet":
+        import pyarrow.parquet as pq
+
+        with fs.open_input_file(src.path) as handle:
+            try:
+                parquet = pq.ParquetFile(handle)
+            except pa.ArrowInvalid as err:
+                raise SourceError(f"{src.display}: not a readable parquet file: {err}", "unreadable_file") from None
+            if parquet.metadata.num_rows == 0:
+                return parquet.schema_arrow.empty_table()
+            return parquet.read_row_group(0).slice(0, 1000)
+    import pyarrow.csv as pacsv
+
+    with fs.open_input_stream(src.path, compression="detect") as stream:
+        head = stream.read(PREFLIGHT_BYTES)
+    if not head.strip():
+        return None
+    if len(head) == PREFLIGHT_BYTES and b"\n" in head:  # cut at the last full line
+        head = head[:head.rindex(b"\n") + 1]
+    parse = pacsv.ParseOptions(delimiter="\t" if src.format == "tsv" else ",",
+                               invalid_row_handler=lambda row: "skip")
+    try:
+        names = pacsv.open_csv(pa.BufferReader(head), parse_options=parse).schema.names
+        return pacsv.read_csv(pa.BufferReader(head), parse_options=parse, convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in names}))
+    except pa.ArrowInvalid as err:
+        raise SourceError(f"{src.display}: malformed {src.format.upper()}: {err}", "malformed_record") from None
+
+
+@functools.cache
+def _datasource_class() -> type:
+    """`SequenceDatasource`, defined on first use so that importing this module does not import Ray."""
+    from ray.data import Datasource
+
+    class SequenceDatasource(Datasource):
+        """Reads a `SourcePlan`: files grouped into read tasks by size, each task streaming its files."""
+
+        def __init__(self, plan: SourcePlan, skips: SkipCounter | None) -> None:
+            super().__init__()
+            self.plan, self.skips = plan, skips
+
+        def get_name(self) -> str:
+            return "Sequences"
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            sizes = [(f.size or 0) * (4 if f.path.endswith(".gz") or f.format in ("parquet", "bam") else 1)
+                     for f in self.plan.files]
+            return sum(sizes) or None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list:
+            from ray.data.block import BlockMetadata
+            from ray.data.datasource import ReadTask
+
+            groups = _balance(self.plan.files, max(1, min(parallelism, len(self.plan.files))))
+            fs, opts, skips = self.plan.filesystem, self.plan.options, self.skips
+            tasks = []
+            for group in groups:
+                meta = BlockMetadata(num_rows=None, size_bytes=sum(f.size or 0 for f in group) or None,
+                                     input_files=[f.display for f in group], exec_stats=None)
+                tasks.append(ReadTask(lambda group=group: _read_group(fs, group, opts, skips), meta,
+                                      schema=SEQUENCE_SCHEMA, per_task_row_limit=per_task_row_limit))
+            return tasks
+
+    return SequenceDatasource
+
+
+def _balance(files: list[SourceFile], n_groups: int) -> list[list[SourceFile]]:
+    """Split files into at most ``n_groups`` runs of consecutive files of similar total size.
+
+    Runs keep the files' order, so reading the tasks in order (``preserve_order``) reads the records in
+    input order: what `raycad.infer.predict` relies on for its row numbers.
+    """
+    sizes = [f.size or 1 for f in files]
+    total, groups, current, done = sum(sizes), [], [], 0
+    for i, (f, size) in enumerate(zip(files, sizes)):
+        current.append(f)
+        done += size
+        left_files, left_groups = len(files) - i - 1, n_groups - len(groups) - 1
+        if left_groups > 0 and left_files >= left_groups and (done >= total * (len(groups) + 1) / n_groups
+                                                              or left_files == left_groups):
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _read_group(fs: pafs.FileSystem, files: Iterable[SourceFile], opts: ReadOptions,
+                skips: SkipCounter | None) -> Iterator[pa.Table]:
+    for src in files:
+        yield from read_source_file(fs, src, opts, skips)
+
+
+def dataset_from_plan(plan: SourcePlan, *, skips: SkipCounter | None = None,
+                      override_num_blocks: int | None = None) -> ray.data.Dataset:
+    """The lazy Ray Dataset that reads a `SourcePlan` (see `read_sequences`)."""
+    import ray.data
+
+    from raycad.runtime import init_ray
+
+    init_ray()
+    ds = ray.data.read_datasource(_datasource_class()(plan, skips), override_num_blocks=override_num_blocks)
+    if plan.options.limit is not None:
+        ds = ds.limit(plan.options.limit)
+    return ds
