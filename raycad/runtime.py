@@ -141,7 +141,7 @@ def _swap_worker_log_handler(quiet: bool) -> None:
     Ray's own handler keeps writing every worker line to ``sys.stdout``/``sys.stderr``, i.e. to the log file
     while `quiet_output` is active. Uses Ray's internal dispatcher; without it worker lines stay in the log.
     """
-    try:
+    try:  # private: Ray has no public hook on the worker lines it forwards to the driver
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
     except ImportError:  # pragma: no cover - a Ray without the dispatcher
         return
@@ -252,7 +252,7 @@ def _start_local(ray: Any, kwargs: dict[str, Any]) -> None:
     they lose the CPU to every other process on the machine (measured: a masked-LM step at 0.84x of the same
     loop run in the driver). They start at the driver's priority unless ``RAY_worker_niceness`` says otherwise.
     """
-    from ray._private.services import get_node_ip_address
+    from ray.util import get_node_ip_address
 
     port = _free_port()
     env = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}",

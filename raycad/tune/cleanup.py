@@ -4,14 +4,15 @@ A trial's `TorchTrainer` runs its controller as a child actor of the Tune trial 
 creates the workers' placement group. Placement groups live as long as the *job*, not their creating actor,
 so when Tune ends a trial (finished, stopped by ASHA, or failed) the group can outlive it: Ray Train's own
 ``PlacementGroupCleaner`` only acts when the Ray State API answers (a dashboard is running and exactly one
-Ray instance is visible), and on a 2-CPU machine a single leaked group (1 CPU) starves every later trial.
-Measured on Ray 2.60: without this, the second trial of a sweep waited forever for its workers.
+Ray instance is visible), and on a 2-CPU machine a single leaked group (1 CPU) starves every later trial
+(what was seen without this: BENCHMARKS.md, tuning section).
 
 `PlacementGroupRecorder` (a Ray Train worker-group callback, inside the controller) records the group of each
 worker group it starts in `PlacementGroupRegistry` (a zero-CPU actor owned by the sweep driver);
 `ReleasePlacementGroups` (a Tune callback, in the driver) removes a trial's recorded groups that are still
 alive once Tune has ended the trial. Both find the registry by name, so they pickle (Tune saves its callbacks
-with the experiment, for `Tuner.restore`) without holding an actor handle.
+with the experiment, for `Tuner.restore`) without holding an actor handle. `WorkerGroupCallback` comes from
+Ray Train V2's private ``_internal`` package: no public hook sees a worker group's placement group.
 """
 
 from __future__ import annotations

@@ -13,14 +13,12 @@ For each task of a `SweepConfig`:
    conjoined when ``head.conjoin_eval``) and its config is written as a file ``raycad finetune --config``
    accepts.
 
-Resources, as measured with Ray 2.60 on a 2-core machine: a trial's own process only waits on its
-`TorchTrainer`, so it asks for a sliver of a CPU (``trial_cpu`` = 0.01; Tune rejects a 0-CPU request); Ray
-Train's controller takes none and the workers get their own placement group (`resolve_cpus_per_worker` of
-`raycad.train` gives 2 CPU workers 0.5 CPU each). Ray Data's tasks are scheduled outside those groups and need
-a whole free CPU each, so concurrency is capped to leave one CPU free (`default_max_concurrent`: one trial at
-a time on 2 cores) and each task's data is materialized once before its trials start. Tune does not release
-a trial's worker placement group when it stops the trial; `raycad.tune.cleanup` does, or the next trial
-would wait forever for CPUs.
+Resources: a trial's own process only waits on its `TorchTrainer`, so it asks for a sliver of a CPU
+(``trial_cpu``; Tune rejects 0); the workers get their own placement group (`resolve_cpus_per_worker`);
+Ray Data's tasks run outside those groups and need a whole free CPU each, so concurrency leaves one CPU free
+(`default_max_concurrent`) and each task's data is materialized once before its trials start;
+`raycad.tune.cleanup` releases a stopped trial's worker placement group. BENCHMARKS.md (tuning) has what was
+measured on 2 cores with Ray 2.60.
 
 An interrupted sweep resumes with `resume_sweep` / ``raycad tune --resume DIR``: finished tasks are kept,
 an unfinished task's Tune experiment is restored (`Tuner.restore`: finished trials are kept, interrupted ones
