@@ -23,10 +23,13 @@ from conftest import run_moto_server
 
 from raycad.config import DataSection
 from raycad.data.sources import (
+    OPTION_NAMES,
     SEQUENCE_SCHEMA,
+    ReadOptions,
     SkipCounter,
     SourceError,
     plan_sources,
+    read_options,
     read_sequences,
     read_source_file,
 )
@@ -332,3 +335,25 @@ def test_hub_ids_download_through_snapshot_download(formats, monkeypatch):
     assert [f.relative for f in plan.files] == ["test-00000-of-00001.parquet"]
     plan_sources("hf://datasets/owner/name", split="train")
     assert calls[-1] == ("owner/name", "dataset")
+
+
+def test_read_options_are_one_object_filled_from_the_config():
+    """Every `ReadOptions` field a config section has flows from it by name; storage gives the S3 endpoint;
+    keyword overrides win; unknown names and bad choices are refused."""
+    from raycad.config import FinetuneConfig
+
+    cfg = FinetuneConfig.from_dict({"data": {"format": "fasta", "label_from": "header", "class_names": ["a", "b"],
+                                             "invalid_chars": "n", "bad_records": "skip", "limit": 7,
+                                             "manifest": "m.csv", "label_tag": "RG"},
+                                    "storage": {"endpoint": "http://127.0.0.1:9", "region": "eu-west-1"}})
+    opts = read_options(cfg.data, cfg.storage, limit=3)
+    shared = [name for name in OPTION_NAMES if name in type(cfg.data).model_fields]
+    assert len(shared) == 11 and all(getattr(opts, n) == getattr(cfg.data, n) for n in shared if n not in
+                                     ("class_names", "limit"))
+    assert (opts.class_names, opts.limit, opts.s3_endpoint, opts.s3_region) == (("a", "b"), 3, "http://127.0.0.1:9",
+                                                                                "eu-west-1")
+    assert read_options(opts) == opts and read_options(opts, format=None).format == "fasta"
+    with pytest.raises(TypeError, match="unknown read option.*colour"):
+        read_options(cfg.data, colour="red")
+    with pytest.raises(SourceError, match="bad_records='maybe' is not one of error, skip"):
+        ReadOptions(bad_records="maybe")
