@@ -13,7 +13,7 @@ from raycad.tune import SearchSpace, SweepConfig, apply, published_for
 from raycad.tune.cli import parse_tasks
 from raycad.tune.space import PARAM_NAMES, DefineByRun, Range
 from raycad.tune.summary import markdown, write_summary
-from raycad.tune.sweep import default_max_concurrent, resolve_tasks
+from raycad.tune.sweep import default_max_concurrent, resolve_tasks, trial_concurrency
 
 
 def _ask(space: SearchSpace, seed: int, n: int) -> list[dict]:
@@ -163,6 +163,20 @@ def test_default_concurrency_leaves_a_cpu_for_ray_data():
     assert default_max_concurrent(gpu, 0.01, {"CPU": 16.0, "GPU": 2.0}) == 2
     with pytest.raises(ConfigError, match="GPUs"):
         default_max_concurrent(gpu, 0.01, {"CPU": 16.0})
+
+
+def test_asking_for_more_trials_than_fit_is_warned(caplog):
+    one_worker = SweepConfig.from_dict({"base": {"scaling": {"num_workers": 1}}, "max_concurrent": 2})
+    resources = {"CPU": 2.0}
+    with caplog.at_level("WARNING", logger="raycad.tune"):
+        assert trial_concurrency(one_worker, one_worker.base, resources) == 2  # honoured: a cluster may grow
+    assert "only 1 trial(s) fit" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="raycad.tune"):
+        assert trial_concurrency(one_worker.model_copy(update={"max_concurrent": None}), one_worker.base,
+                                 resources) == 1
+        assert trial_concurrency(one_worker, one_worker.base, {"CPU": 8.0}) == 2
+    assert "fit" not in caplog.text
 
 
 def test_published_table_is_in_the_package():

@@ -218,6 +218,19 @@ def default_max_concurrent(cfg: FinetuneConfig, trial_cpu: float, resources: dic
     return max(1, fit)
 
 
+def trial_concurrency(cfg: SweepConfig, task_cfg: FinetuneConfig, resources: dict[str, float]) -> int:
+    """Trials at once: ``cfg.max_concurrent``, else what fits (`default_max_concurrent`). Asking for more than
+    fits is allowed (a cluster may autoscale) but warned about: on a fixed cluster the extra trials only wait."""
+    fit = default_max_concurrent(task_cfg, cfg.trial_cpu, resources)
+    if cfg.max_concurrent is None:
+        return fit
+    if cfg.max_concurrent > fit:
+        log.warning("max_concurrent=%d but only %d trial(s) fit in this cluster's %g CPUs (%d worker(s) each, one "
+                    "CPU kept for Ray Data): the other trials wait for resources unless the cluster grows",
+                    cfg.max_concurrent, fit, float(resources.get("CPU", 0.0)), task_cfg.scaling.num_workers)
+    return cfg.max_concurrent
+
+
 # ==== one trial ================================================================================================
 
 
@@ -416,7 +429,7 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     baseline = baseline_step(task.cfg, data)  # the k-mer LR on the task's records (None when disabled)
     cv = task.cfg.train.cv_folds
     folds = fold_datasets(data, cv, task.cfg.train.seed)[0] if cv else None
-    concurrent = cfg.max_concurrent or default_max_concurrent(task.cfg, cfg.trial_cpu, ray.cluster_resources())
+    concurrent = trial_concurrency(cfg, task.cfg, ray.cluster_resources())
     trials_log = out / "trials" / f"{label}.jsonl"
     trials_log.parent.mkdir(parents=True, exist_ok=True)
     trainable = tune.with_resources(
