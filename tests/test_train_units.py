@@ -370,17 +370,31 @@ def test_worker_steps_alone_train_validate_and_stop_early() -> None:
     """`make_worker` + `train_epoch` / `validate` / `end_epoch` on a tiny model, without Ray: the loss falls,
     every optimizer step is counted (an incomplete accumulation included), metrics cover every record, and
     early stopping follows ``patience``."""
+    from raycad.model.scan import set_scan_impl
     from raycad.train.build import build_model
-    from raycad.train.loop import end_epoch, make_worker, train_epoch, validate
+    from raycad.train.loop import make_worker
 
     cfg = FinetuneConfig().with_overrides({"model.preset": "caduceus-ph-1k-d128-l4", "train.batch_size": 16,
                                            "train.grad_accum": 3, "train.epochs": 4, "train.patience": 1,
-                                           "optim.lr": 3e-3, "model.overrides": {"d_model": 32, "n_layer": 2}})
+                                           "optim.lr": 3e-3, "model.overrides": {"d_model": 32, "n_layer": 2},
+                                           "model.scan_impl": "chunked"})  # no JIT compile in a unit test
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(64) % 2
     ids = torch.where(torch.rand(64, 40, generator=gen) < 0.8, 7 + labels[:, None], 9)  # mostly A (0) / C (1)
     batches = [{"input_ids": ids[i:i + 16], "labels": labels[i:i + 16]} for i in range(0, 64, 16)]
-    w = make_worker(cfg, build_model(cfg, 2), num_classes=2, num_rows=64, device=torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU Ray worker (setup_worker); threads only contend on a tiny model
+    try:
+        w = make_worker(cfg, build_model(cfg, 2), num_classes=2, num_rows=64, device=torch.device("cpu"))
+        _train_validate_stop(w, batches)
+    finally:
+        set_scan_impl("auto")  # build_model set it for this process
+        torch.set_num_threads(threads)
+
+
+def _train_validate_stop(w, batches) -> None:
+    from raycad.train.loop import end_epoch, train_epoch, validate
+
     assert w.batches_per_epoch == 4 and w.rows_per_batch == 16
 
     first = train_epoch(w, batches)
