@@ -66,7 +66,7 @@ def ray_epochs(args: argparse.Namespace) -> int:
             epoch = result["history"][0]
             done.append({"epoch_s": epoch["epoch_time_s"], "train_s": epoch["train_time_s"],
                                   "train_samples": epoch["train_samples"], "val_accuracy": epoch["val_accuracy"],
-                                  "test_accuracy": result["test_metrics"]["accuracy"],
+                                  "test_accuracy": result["test_metrics"]["test_accuracy"],
                                   "test_s": result["timings"]["test_eval_s"], "total_s": result["timings"]["total_s"]})
             print(padding, done[-1], flush=True)
     best = {k: min(v, key=lambda r: r["epoch_s"]) for k, v in runs.items()}
