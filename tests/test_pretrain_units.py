@@ -176,12 +176,22 @@ def test_masked_lm_loss_equals_hand_computation_on_a_tiny_model() -> None:
 def test_loop_steps_without_ray_train_one_band_and_its_row() -> None:
     """The loop's steps run alone: `mlm_forward_backward` trains on a masked batch (its band holds the batch's
     masked-token loss and counts, read back only when reported) and `band_row` turns the band into a row."""
-    from raycad.pretrain.loop import Band, MLMWorker, band_row, build_mlm_model, mlm_forward_backward
-    from raycad.train.loop import build_optimizer, build_scheduler
+    from raycad.model.scan import set_scan_impl
+    from raycad.pretrain.loop import build_mlm_model
 
     cfg = PretrainConfig.load(overrides=["model.preset=caduceus-ps-1k-d128-l4", "model.overrides={d_model: 16}",
-                                         "data.max_length=12", "train.max_steps=2"])
-    model = build_mlm_model(cfg)
+                                         "data.max_length=12", "train.max_steps=2",
+                                         "model.scan_impl=chunked"])  # no JIT compile in a unit test
+    try:
+        _one_band(cfg, build_mlm_model(cfg))
+    finally:
+        set_scan_impl("auto")  # build_mlm_model set it for this process
+
+
+def _one_band(cfg: PretrainConfig, model: torch.nn.Module) -> None:
+    from raycad.pretrain.loop import Band, MLMWorker, band_row, mlm_forward_backward
+    from raycad.train.loop import build_optimizer, build_scheduler
+
     optimizer = build_optimizer(model, cfg)
     worker = MLMWorker(cfg, {"total_steps": 2, "batches_per_epoch": 1}, 0, 1, torch.device("cpu"), model,
                        optimizer, build_scheduler(optimizer, cfg, 2), None)
