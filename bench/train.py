@@ -12,9 +12,12 @@
 
 * ``seeds``: ``raycad finetune`` once per ``--seeds`` value (``--parallel`` runs them at once), the model's
   test metrics against the k-mer baseline fitted beside it, per seed and as mean and max - min.
+* ``recipe``: a candidate default (``--set`` overrides) screened without Ray: the single-process loop, one
+  thread, validation and test accuracy after every epoch, per ``--seeds`` value.
 
     python bench/train.py --only baseline throughput main --write
     python bench/train.py --only seeds --seeds 0 1 2 --write
+    python bench/train.py --only recipe --seeds 0 --set model.preset=caduceus-ps-1k-d64-l2 --set train.epochs=5
 """
 
 from __future__ import annotations
@@ -69,10 +72,12 @@ def bench_baseline(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 # ---- throughput ----------------------------------------------------------------------------------------------------
 
 
-def train_plain(cfg, n_batches: int, threads: int, records: int | None = None) -> tuple[Any, float]:
+def train_plain(cfg, n_batches: int, threads: int, records: int | None = None,
+                on_epoch: Callable[[int, Any], None] | None = None) -> tuple[Any, float]:
     """A single-process training loop (same model build, optimizer, schedule, batch size, threads and RC
     augmentation as the Ray loop) over the first ``records`` bundled training records (all by default), in a
-    seeded (``cfg.train.seed``) order; returns the trained model and its sequences/s."""
+    seeded (``cfg.train.seed``) order; returns the trained model and its sequences/s. ``on_epoch(epoch, model)``
+    runs after every full pass over the records (not timed)."""
     import numpy as np
     import pandas as pd
     import torch
@@ -95,8 +100,14 @@ def train_plain(cfg, n_batches: int, threads: int, records: int | None = None) -
     bs, rng = cfg.train.batch_size, np.random.default_rng(cfg.train.seed)
     order = rng.permutation(len(ids))
     model.train()
-    start = time.perf_counter()
+    start, paused = time.perf_counter(), 0.0
+    per_epoch = len(ids) // bs
     for i in range(n_batches):
+        if on_epoch is not None and i and i % per_epoch == 0:
+            paused -= time.perf_counter()
+            on_epoch(i // per_epoch, model)
+            model.train()
+            paused += time.perf_counter()
         rows = order[(i * bs) % len(ids):][:bs]
         batch = ids[rows].copy()
         flip = rng.random(len(rows)) < cfg.data.rc_augment
@@ -104,7 +115,10 @@ def train_plain(cfg, n_batches: int, threads: int, records: int | None = None) -
         loss = model(input_ids=torch.from_numpy(batch), labels=torch.from_numpy(labels[rows])).loss
         loss.backward()
         _optimizer_step(opt, sched, None, params, cfg.train.grad_clip)
-    return model, n_batches * bs / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start - paused
+    if on_epoch is not None and n_batches % per_epoch == 0:
+        on_epoch(n_batches // per_epoch, model)
+    return model, n_batches * bs / seconds
 
 
 def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -238,11 +252,58 @@ def bench_seeds(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return res, md
 
 
+# ---- a candidate recipe, without Ray --------------------------------------------------------------------------------
+
+
+def bench_recipe(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """A candidate default (``--set`` overrides on the default config) trained by the single-process loop
+    (`train_plain`, one thread per run) for ``train.epochs`` on the full bundled training split, once per seed;
+    validation and test accuracy (both strands conjoined, as ``raycad finetune`` scores) after every epoch.
+    A cheap screen between a sweep and the ``seeds`` check of the real job; not a substitute for either."""
+    import pandas as pd
+    import torch
+
+    from raycad.config import FinetuneConfig
+    from raycad.data.batching import PaddingRule
+    from raycad.data.loader import BUNDLED_DEMO
+    from raycad.infer import ModelSpec, Predictor
+
+    demo = pd.read_parquet(BUNDLED_DEMO)
+    splits = {name: demo[demo.split == name] for name in ("validation", "test")}
+    load_before, rows = _load(), []
+    for seed in args.seeds:
+        cfg = FinetuneConfig.load(overrides=[*args.set, f"train.seed={seed}", "scaling.num_workers=1"])
+        curve: list[dict[str, Any]] = []
+        spec = ModelSpec(("0", "1"), PaddingRule(cfg.data.max_length or 251, "max_length"), conjoin=True)
+
+        def score(epoch: int, model: Any, curve: list = curve, spec: Any = spec, seed: int = seed) -> None:
+            predict = Predictor.from_model(model.eval(), spec, device="cpu")
+            with torch.inference_mode():
+                acc = {name: float(((predict({"sequence": df.sequence.to_numpy()})["prob_1"] > 0.5)
+                                    == df.label.to_numpy()).mean()) for name, df in splits.items()}
+            curve.append({"epoch": epoch, **acc})
+            print(f"seed {seed} epoch {epoch}: val {acc['validation']:.4f} test {acc['test']:.4f}", flush=True)
+
+        cpu = time.process_time()
+        n_train = int((demo.split == "train").sum())
+        _, rate = train_plain(cfg, cfg.train.epochs * (n_train // cfg.train.batch_size), threads=1, on_epoch=score)
+        rows.append({"seed": seed, "curve": curve, "train_seq_per_cpu_s": rate, "cpu_s": time.process_time() - cpu})
+    overrides = " ".join(f"`{o}`" for o in args.set) or "none (the default config)"
+    md = (f"### Recipe screen (single-process loop): {overrides}\n\n{DEMO_NOTE} `train_plain` (bench/train.py), "
+          f"1 torch thread, full training split, accuracy with both strands conjoined. Load average {load_before} "
+          f"before / {_load()} after.\n\n| seed | " + " | ".join(f"epoch {c['epoch']} val / test" for c in rows[0]["curve"])
+          + " |\n|---|" + "---:|" * len(rows[0]["curve"]) + "\n"
+          + "".join(f"| {r['seed']} | " + " | ".join(f"{c['validation']:.4f} / {c['test']:.4f}" for c in r["curve"])
+                    + " |\n" for r in rows))
+    return {"rows": rows}, md
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]] = {
     "baseline": bench_baseline,
     "throughput": bench_throughput,
     "main": bench_main,
     "seeds": bench_seeds,
+    "recipe": bench_recipe,
 }
 
 
