@@ -157,14 +157,12 @@ def test_rna_is_read_as_dna_and_counted():
     from raycad.data import preprocess as pp
 
     batch = pa.table({"sequence": ["ACGU", "acgu", "ACGT"], "label": [0, 1, 0], "id": ["a", "b", "c"]})
-    out = pp.tokenize_batch(batch, max_length=4, truncation="right", invalid_chars="unk", bad_records="error",
-                            class_names=["x", "y"], source="rna.csv")
+    out = pp.tokenize_batch(batch, max_length=4, truncation="right")
     dna = pp.tokenize_batch(batch.set_column(0, "sequence", pa.array(["ACGT", "acgt", "ACGT"])), max_length=4,
-                            truncation="right", invalid_chars="unk", bad_records="error", class_names=["x", "y"],
-                            source="dna.csv")
+                            truncation="right")
     assert (out["input_ids"] == dna["input_ids"]).all() and out["n_invalid"].tolist() == [0, 0, 0]
     assert out["rna"].tolist() == [True, True, False]
-    summary = pp.summarize(pa.table({k: out[k] for k in ("status", "label", *pp.STATUS_COLUMNS[1:])}))
+    summary = pp.summarize(pa.table({k: out[k] for k in ("label", *pp.STATS_COLUMNS)}))
     assert int(summary["rna_records"].sum()) == 2 and int(summary["bases"].sum()) == 12
 
 

@@ -22,13 +22,10 @@ from raycad.data.loader import BatchCollator, make_collator
 from raycad.model.tokenizer import PAD_ID, CaduceusTokenizer, reverse_complement_ids
 
 
-def _tokenize(seqs, labels, *, ids=None, bad_records="error", invalid_chars="unk", max_length=8,
-              truncation="right", class_names=("negative", "positive")):
-    table = pa.table({"sequence": pa.array(seqs, pa.string()), "label": pa.array(labels),
+def _tokenize(seqs, labels, *, ids=None, max_length=8, truncation="right"):
+    table = pa.table({"sequence": pa.array(seqs, pa.string()), "label": pa.array(labels, pa.int64()),
                       "id": pa.array(ids or [f"r{i}" for i in range(len(seqs))])})
-    return pp.tokenize_batch(pp.add_keys(table), max_length=max_length, truncation=truncation,
-                             invalid_chars=invalid_chars, bad_records=bad_records, class_names=list(class_names),
-                             source="file.csv")
+    return pp.tokenize_batch(pp.add_keys(table), max_length=max_length, truncation=truncation)
 
 
 # ---- registry --------------------------------------------------------------------------------------------------
@@ -91,28 +88,17 @@ def test_bundled_demo_is_an_honest_stratified_split_of_the_published_test_set(sh
 
 
 # ---- preprocessing ---------------------------------------------------------------------------------------------
-def test_tokenize_batch_truncates_counts_and_names_bad_records():
+def test_tokenize_batch_truncates_and_counts():
     out = _tokenize(["ACGTACGTAC", "acg", "GGXX"], [0, 1, 1], truncation="center")
     assert out["input_ids"].dtype == np.uint8 and out["input_ids"].shape == (3, 8)
     assert out["input_ids"][0].tolist() == CaduceusTokenizer()("CGTACGTA")["input_ids"]
     assert out["input_ids"][1].tolist() == [PAD_ID] * 5 + [7, 8, 9]
-    assert out["truncated"].tolist() == [True, False, False]
-    assert out["n_invalid"].tolist() == [0, 0, 2] and set(out["status"]) == {""}
-
-    seqs = ["ACGT", "", "ACGT", "ACGT", "AXGT"]
-    with pytest.raises(pp.DataError, match=r"file.csv: record 'r1': empty sequence \(4 bad record"):
-        _tokenize(seqs, [0, 1, None, 7, 1], invalid_chars="reject")
-    with pytest.raises(pp.DataError, match=r"record 'r3': label id 7 outside 0..1"):
-        _tokenize(["ACGT"] * 4, [0, 1, 1, 7])
-    out = _tokenize(seqs, [0, 1, None, 7, 1], invalid_chars="reject", bad_records="skip")
-    assert out["status"].tolist() == ["", "empty_sequence", "missing_label", "label_out_of_range",
-                                      "invalid_characters"]
-    summary = pp.summarize(pa.table({k: out[k] for k in ("status", "label", *pp.STATUS_COLUMNS[1:])}))
-    assert dict(zip(summary["status"], summary["records"].tolist())) == {
-        "": 1, "empty_sequence": 1, "missing_label": 1, "label_out_of_range": 1, "invalid_characters": 1}
-    # String labels map through the class names; unknown names are reported.
-    out = _tokenize(["AC", "AC", "AC"], ["positive", "negative", "maybe"], bad_records="skip")
-    assert out["label"].tolist()[:2] == [1, 0] and out["status"].tolist() == ["", "", "unknown_label"]
+    assert out["truncated"].tolist() == [True, False, False] and out["label"].tolist() == [0, 1, 1]
+    assert out["n_invalid"].tolist() == [0, 0, 2] and out["id"].tolist() == ["r0", "r1", "r2"]
+    assert set(out) == {"id", "input_ids", "label", "key", *pp.STATS_COLUMNS}
+    summary = pp.summarize(pa.table({k: out[k] for k in ("label", *pp.STATS_COLUMNS)}))
+    assert dict(zip(summary["label"].tolist(), summary["records"].tolist())) == {0: 1, 1: 2}
+    assert summary["truncated"].tolist() == [1, 0] and summary["invalid_characters"].tolist() == [0, 2]
 
 
 def test_validation_split_is_stratified_seeded_and_order_free():

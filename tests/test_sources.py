@@ -199,7 +199,7 @@ def read_file(path: Path, **options) -> tuple[list[dict], dict[str, int]]:
     counts: dict[str, int] = {}
 
     class Counter:
-        def update(self, source, c, examples):
+        def update(self, source, c, examples, part=""):
             counts.clear()
             counts.update(c)
 
@@ -287,6 +287,44 @@ def test_manifests_label_files_and_records(tmp_path):
         read_file(tmp_path / "d", manifest=str(tmp_path / "records.tsv"), label_from="manifest")
     rows, counts = read_file(tmp_path / "d", manifest=str(tmp_path / "records.tsv"), bad_records="skip")
     assert sorted((r["id"], r["label"]) for r in rows) == [("a", 1), ("b", 0)] and counts == {"missing_label": 1}
+
+
+def test_records_from_tables_follow_the_file_contract(tmp_path):
+    """The bundled demo and HealthOmics records (`clean_block`) are cleaned like a file's: the same bad record
+    gives the same reason, the same message detail and the same skip count whichever way it arrives."""
+    from raycad.data.records import RecordError
+    from raycad.data.sources.datasource import clean_block
+
+    rows = [(" acg t", "0"), ("", "1"), ("ACGT", ""), ("ACGT", "7"), ("AXGT", "1"), ("ACGT", "maybe"), ("GG", "pos")]
+    path = write(tmp_path, "t.csv", "sequence,label,id\n" + "".join(f"{s},{lab},r{i}\n" for i, (s, lab) in
+                                                                   enumerate(rows)))
+    table = pa.table({"sequence": [s for s, _ in rows], "label": [lab for _, lab in rows],
+                      "id": [f"r{i}" for i in range(len(rows))]})
+    options = {"class_names": ("neg", "pos"), "invalid_chars": "reject"}
+    file_rows, file_counts = read_file(path, bad_records="skip", **options)
+
+    class Counter:
+        def __init__(self):
+            self.counts, self.examples = {}, []
+
+        def update(self, source, counts, examples, part=""):
+            self.counts, self.examples = dict(counts), list(examples)
+
+    counter = Counter()
+    out = clean_block(table, source="bundled:demo", opts=ReadOptions(bad_records="skip", **options), skips=counter)
+    assert out.schema == SEQUENCE_SCHEMA and out.to_pylist() == file_rows
+    assert [(r["sequence"], r["label"]) for r in file_rows] == [("ACGT", 0), ("GG", 1)]
+    assert counter.counts == file_counts == {"empty_sequence": 1, "missing_label": 1, "label_out_of_range": 1,
+                                             "invalid_characters": 1, "unknown_label": 1}
+    assert counter.examples[0] == "bundled:demo: record 'r1': empty sequence: no bases"
+    for bad in rows[1:6]:
+        one = pa.table({"sequence": [bad[0]], "label": [bad[1]], "id": ["x"]})
+        with pytest.raises(SourceError) as from_file:
+            read_file(write(tmp_path, "one.csv", f"sequence,label,id\n{bad[0]},{bad[1]},x\n"), **options)
+        with pytest.raises(RecordError) as from_table:
+            clean_block(one, source="demo", opts=ReadOptions(**options), skips=None)
+        assert from_table.value.reason == from_file.value.reason, bad
+        assert str(from_table.value).split(": ", 2)[2] == str(from_file.value).split(": ", 2)[2], bad
 
 
 def test_missing_paths_and_empty_matches(tmp_path):

@@ -7,7 +7,8 @@
   `PreparedData.report` counting records, skipped records by reason and truncations.
 - `iter_batches(shard, cfg, split, batch_size, epoch)`: a train worker's torch batches
   (``input_ids``, ``labels``), reverse-complement augmented and shuffled deterministically.
-- `read_sequences(uri, options)`: any supported source as a Ray Dataset of ``{sequence, label, id}``.
+- `read_sequences(uri, options)`: any supported source as a Ray Dataset of ``{sequence, label, id}``, each
+  record normalised and validated once by `raycad.data.records` (`RecordError`: the one error of bad input).
 - `CaduceusTokenizer` lives in `raycad.model.tokenizer`; the vectorized batch steps in
   `raycad.data.preprocess`.
 
@@ -27,7 +28,7 @@ _LAZY = {
     "PreparedData": "raycad.data.loader",
     "BatchCollator": "raycad.data.loader",
     "BUNDLED_DEMO": "raycad.data.plan",
-    "DataError": "raycad.data.preprocess",
+    "RecordError": "raycad.data.records",
     "read_sequences": "raycad.data.sources",
 }
 
@@ -35,8 +36,8 @@ __all__ = [
     "BUNDLED_DEMO",
     "TASKS",
     "BatchCollator",
-    "DataError",
     "PreparedData",
+    "RecordError",
     "TaskInfo",
     "get_task",
     "iter_batches",

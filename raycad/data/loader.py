@@ -56,9 +56,10 @@ class PreparedData:
     task: TaskInfo | None = None
     note: str = ""
     tokenized: dict[str, ray.data.Dataset] = field(default_factory=dict, repr=False)
-    """Per split, every record with its ``status`` (empty, or why it is skipped): what `report` counts."""
+    """Per split, the tokenized records with their `preprocess.STATS_COLUMNS`: what `report` counts."""
     skips: dict[str, Any] = field(default_factory=dict, repr=False)
-    """Per split, the `raycad.data.sources.SkipCounter` of records the readers dropped (bad_records=skip)."""
+    """Per split, the `raycad.data.sources.SkipCounter` of the records the readers dropped (bad_records=skip):
+    the one count of skipped records."""
     classes_declared: bool = True
     """Whether the class names were given (config, task, file layout) rather than inferred from label ids."""
 
@@ -77,21 +78,18 @@ class PreparedData:
         rows = tagged[0].union(*tagged[1:]).take_all() if tagged else []  # one pass over every split
         splits: dict[str, Any] = {}
         for name in names:
-            # The readers' own skip counts are complete once the pass above has run.
+            # The readers' skip counts are complete once the pass above has run.
             read_skips = self.skips[name].report() if name in self.skips else None
-            skipped: dict[str, int] = dict(read_skips.by_reason) if read_skips else {}
-            splits[name] = {"records": 0, "skipped": skipped, "truncated": 0, "invalid_characters": 0,
-                            "records_with_invalid": 0, "rna_records": 0, "bases": 0, "labels": {},
+            splits[name] = {"records": 0, "skipped": dict(read_skips.by_reason) if read_skips else {},
+                            "truncated": 0, "invalid_characters": 0, "records_with_invalid": 0, "rna_records": 0,
+                            "bases": 0, "labels": {},
                             "skipped_examples": list(read_skips.examples) if read_skips else []}
         for row in rows:
             entry = splits[row["split"]]
-            if row["status"] == "":
-                entry["records"] += int(row["records"])
-                entry["truncated"] += int(row["truncated"])
-                label = int(row["label"])
-                entry["labels"][label] = entry["labels"].get(label, 0) + int(row["records"])
-            else:
-                entry["skipped"][row["status"]] = entry["skipped"].get(row["status"], 0) + int(row["records"])
+            entry["records"] += int(row["records"])
+            entry["truncated"] += int(row["truncated"])
+            label = int(row["label"])
+            entry["labels"][label] = entry["labels"].get(label, 0) + int(row["records"])
             entry["invalid_characters"] += int(row["invalid_characters"])
             entry["records_with_invalid"] += int(row["records_with_invalid"])
             entry["rna_records"] += int(row["rna_records"])
@@ -143,14 +141,12 @@ def prepare_datasets(cfg: FinetuneConfig, plan: DataPlan | None = None) -> Prepa
         keyed = {name: ds.limit(data.limit) for name, ds in keyed.items()}
 
     max_length = data.max_length or (known.max_length if known else None) or _default_max_length(keyed, cfg)
-    options = {"max_length": max_length, "truncation": data.truncation, "invalid_chars": data.invalid_chars,
-               "bad_records": data.bad_records, "class_names": class_names}
     tokenized = {
         name: ds.map_batches(preprocess.tokenize_batch, batch_format="pyarrow",
-                             fn_kwargs={**options, "source": f"{source} [{name}]"})
+                             fn_kwargs={"max_length": max_length, "truncation": data.truncation})
         for name, ds in keyed.items()
     }
-    datasets = {name: preprocess.usable(tokenized[name]) for name in SPLITS if name in tokenized}
+    datasets = {name: preprocess.model_columns(tokenized[name]) for name in SPLITS if name in tokenized}
     return PreparedData(datasets=datasets, class_names=class_names, max_length=int(max_length), source=source,
                         task=task, note=note, tokenized={n: tokenized[n] for n in datasets}, skips=skips,
                         classes_declared=bool(declared))
@@ -160,22 +156,24 @@ def _read_sources(cfg: FinetuneConfig, plan: DataPlan) -> tuple[dict[str, Any], 
                                                                  dict[str, Any], str, str]:
     """Raw datasets per split (``sequence``, ``label``, ``id``), class names the sources imply (file layout),
     a skip counter per split for records the readers drop, a description and a note."""
-    import ray.data
-    from ray.data.expressions import col
+    from raycad.data.sources import (
+        SkipCounter,
+        dataset_from_plan,
+        read_bundled_demo,
+        read_options,
+        read_sequences,
+    )
 
     if plan.source.startswith("bundled:"):
-        demo = ray.data.read_parquet(str(BUNDLED_DEMO)).select_columns(["id", "sequence", "label", "split"])
-        raw = {name: demo.filter(expr=col("split") == name).drop_columns(["split"]) for name in SPLITS}
-        return raw, None, {}, plan.source, plan.note
-
-    from raycad.data.sources import SkipCounter, dataset_from_plan
-
+        opts = read_options(plan.data, class_names=get_task(DEMO_TASK).class_names)
+        skips = {name: SkipCounter() for name in SPLITS}
+        raw = {name: read_bundled_demo(BUNDLED_DEMO, name, opts, skips[name]) for name in SPLITS}
+        return raw, None, skips, plan.source, plan.note
     if not plan.plans:  # HealthOmics read sets
-        from raycad.data.sources import read_sequences
-
-        raw = {name: read_sequences(uri, plan.data, split=name, storage=cfg.storage)
-               for name, uri in plan.uris.items() if uri}
-        return raw, plan.class_names, {}, plan.source, ""
+        skips = {name: SkipCounter() for name, uri in plan.uris.items() if uri}
+        raw = {name: read_sequences(plan.uris[name], plan.data, split=name, storage=cfg.storage, skips=skips[name])
+               for name in skips}
+        return raw, plan.class_names, skips, plan.source, ""
     skips = {name: SkipCounter() for name in plan.plans}
     raw = {name: dataset_from_plan(p, skips=skips[name]) for name, p in plan.plans.items()}
     return raw, plan.class_names, skips, plan.source, ""

@@ -63,16 +63,13 @@ def read_unlabelled(uris: list[str], cfg: PretrainConfig, skips: Any = None) -> 
                           storage=cfg.storage)
 
 
-def _bundled_train_split(cfg: PretrainConfig) -> ray.data.Dataset:
-    import ray.data
-    from ray.data.expressions import col
-
-    from raycad.data.loader import BUNDLED_DEMO
+def _bundled_train_split(cfg: PretrainConfig, skips: Any) -> ray.data.Dataset:
+    from raycad.data.plan import BUNDLED_DEMO
+    from raycad.data.sources import read_bundled_demo, read_options
 
     if not BUNDLED_DEMO.is_file():
         raise FileNotFoundError(f"bundled demo data missing from the installed package: {BUNDLED_DEMO}")
-    demo = ray.data.read_parquet(str(BUNDLED_DEMO)).select_columns(["id", "sequence", "split"])
-    train = demo.filter(expr=col("split") == "train").drop_columns(["split"])
+    train = read_bundled_demo(BUNDLED_DEMO, "train", read_options(cfg.data, label_from="none"), skips)
     return train.limit(cfg.data.limit) if cfg.data.limit else train
 
 
@@ -97,13 +94,12 @@ def prepare_pretrain_data(cfg: PretrainConfig, *, count: bool = True) -> Pretrai
     from raycad.data.sources import SkipCounter
 
     data = cfg.data
-    skips: dict[str, Any] = {}
+    skips: dict[str, Any] = {"train": SkipCounter()}
     if data.train:
-        skips["train"] = SkipCounter()
         raw = read_unlabelled(data.train, cfg, skips["train"])
         source = ", ".join(data.train)
     else:
-        raw = _bundled_train_split(cfg)
+        raw = _bundled_train_split(cfg, skips["train"])
         source = "bundled demo: training split of human_nontata_promoters (sequences only)"
     options = window_options(data, cfg.train.seed, heldout=not data.validation)
     windows = _windows(raw, options)

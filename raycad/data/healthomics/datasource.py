@@ -9,8 +9,10 @@ turns the records its part owns (see `raycad.data.healthomics.parts`) into rows 
 Labels (``label_policy``): ``"header"`` reads ``label=<int>`` from each read's header (what
 `import_to_sequence_store` writes); ``"sample_id"`` maps the read set's sampleId through ``class_names``
 (an integer sampleId is taken as is); ``"manifest"`` takes each read set's label from an import manifest;
-``"none"`` gives -1; ``"auto"`` uses the header when it has a label, else the read set's label from the
-manifest or its sampleId, else fails naming the read.
+``"none"`` gives no labels; ``"auto"`` uses the header when it has a label, else the read set's label from
+the manifest or its sampleId. A read left without a label has a null one: `raycad.data.sources.read_sequences`
+(the way a config reads ``healthomics://`` URIs) cleans the records by the same contract as files, so it is
+reported (or skipped and counted) as ``missing_label`` like any other record.
 
 URIs: ``healthomics://<sequenceStoreId>?sampleId=..&subjectId=..&name=..&readSetId=..&label=..&read=s3``
 (every query key optional; ``readSetId`` may repeat).
@@ -36,6 +38,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from raycad.data.healthomics.client import HealthOmicsError, OmicsConnection, explain, omics_client
 from raycad.data.healthomics.parts import iter_owned_fastq
+from raycad.data.records import SEQUENCE_SCHEMA
 from raycad.runtime import get_logger
 
 if TYPE_CHECKING:
@@ -44,7 +47,6 @@ if TYPE_CHECKING:
 LabelPolicy = Literal["auto", "header", "sample_id", "manifest", "none"]
 ReadPath = Literal["api", "s3"]
 SCHEME = "healthomics"
-SCHEMA = pa.schema([("sequence", pa.string()), ("label", pa.int64()), ("id", pa.string())])
 _LABEL_RE = re.compile(r"(?:^|\s)label=(-?\d+)(?:\s|$)")
 _GZIP_RATIO = 3.5  # rough FASTQ text / gzip size ratio, for Ray's memory estimates only
 
@@ -291,7 +293,7 @@ class HealthOmicsDatasource(Datasource):
             meta = BlockMetadata(num_rows=None, size_bytes=int(size * _GZIP_RATIO) if size else None,
                                  exec_stats=None, input_files=(_part_uri(spec),))
             read = functools.partial(_read_part, spec, connection, self.label_policy, self.read_path)
-            tasks.append(ReadTask(read, meta, schema=SCHEMA, per_task_row_limit=per_task_row_limit))
+            tasks.append(ReadTask(read, meta, schema=SEQUENCE_SCHEMA, per_task_row_limit=per_task_row_limit))
         return tasks
 
 
@@ -354,23 +356,20 @@ def _read_part(spec: ReadSetPart, connection: OmicsConnection, label_policy: Lab
             labels.append(_record_label(record, spec, label_policy))
             ids.append(record.id)
         yield pa.table([pa.array(sequences, pa.string()), pa.array(labels, pa.int64()),
-                        pa.array(ids, pa.string())], schema=SCHEMA)
+                        pa.array(ids, pa.string())], schema=SEQUENCE_SCHEMA)
 
 
-def _record_label(record, spec: ReadSetPart, policy: LabelPolicy) -> int:
+def _record_label(record, spec: ReadSetPart, policy: LabelPolicy) -> int | None:
+    """The header's ``label=<int>``, else the read set's label; None when neither applies (the record
+    contract, `raycad.data.records.clean`, then reports a missing label)."""
     if policy == "none":
-        return -1
+        return None
     if policy in ("auto", "header"):
         match = _LABEL_RE.search(record.description)
         if match:
             return int(match.group(1))
         if policy == "header":
-            raise HealthOmicsError(f"{spec.where}: read {record.id} has no 'label=<int>' in its header "
-                                   f"({record.description!r}); use label_policy='sample_id' or 'manifest'")
-    if spec.default_label is None:
-        raise HealthOmicsError(f"{spec.where}: no label for read {record.id}: its header has no 'label=<int>' and "
-                               f"the read set's sampleId is not a known class (pass class_names or a manifest, "
-                               f"or label_policy='none')")
+            return None
     return spec.default_label
 
 

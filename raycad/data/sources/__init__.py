@@ -9,10 +9,10 @@ local copy in the hub's parquet layout, or ``hf://owner/name``); ``healthomics:/
 
 One `ReadOptions` object says how (`read_options` builds it from a config). The read is planned on the
 driver (`planning`: a missing file, bucket or key and wrong credentials fail at once), then records are
-read inside Ray read tasks (`datasource`, `readers`). Every record is cleaned the same way whatever its
-format (whitespace removed, upper-cased, characters outside ACGTN kept for [UNK], replaced by N, or the
-record rejected); a bad record raises `SourceError` naming the file, the record and the problem, or with
-``bad_records="skip"`` is dropped and counted per file and reason (`raycad.data.records.REASONS`) in a
+read inside Ray read tasks (`datasource`, `readers`). Every record, from a file, a HealthOmics read set or
+the bundled demo (`clean_dataset`), is cleaned once by the record contract (`raycad.data.records.clean`);
+a bad record raises `SourceError` naming the file, the record and the problem, or with
+``bad_records="skip"`` is dropped and counted per source and reason (`raycad.data.records.REASONS`) in a
 `SkipCounter`.
 """
 
@@ -22,12 +22,18 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from raycad.data.sources.datasource import PREFLIGHT_FILES, dataset_from_plan, preflight
+from raycad.data.records import SEQUENCE_SCHEMA
+from raycad.data.sources.datasource import (
+    PREFLIGHT_FILES,
+    clean_dataset,
+    dataset_from_plan,
+    preflight,
+    read_bundled_demo,
+)
 from raycad.data.sources.options import (
     CHUNK_BASES,
     CHUNK_ROWS,
     OPTION_NAMES,
-    SEQUENCE_SCHEMA,
     SPLIT_ALIASES,
     BadRecords,
     Format,
@@ -51,8 +57,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_BASES", "CHUNK_ROWS", "OPTION_NAMES", "PREFLIGHT_FILES", "SEQUENCE_SCHEMA", "SPLIT_ALIASES",
     "BadRecords", "Format", "InvalidChars", "LabelFrom", "ReadOptions", "SkipCounter", "SkipReport",
-    "SourceError", "SourceFile", "SourcePlan", "dataset_from_plan", "plan_sources", "preflight",
-    "read_options", "read_sequences", "read_source_file",
+    "SourceError", "SourceFile", "SourcePlan", "clean_dataset", "dataset_from_plan", "plan_sources", "preflight",
+    "read_bundled_demo", "read_options", "read_sequences", "read_source_file",
 ]
 
 
@@ -79,14 +85,15 @@ def read_sequences(uri: str | os.PathLike | Sequence[str | os.PathLike], options
     """
     opts = read_options(options, storage, **overrides)
     if isinstance(uri, str) and uri.startswith("healthomics://"):
-        return _read_healthomics(uri, opts)
+        return _read_healthomics(uri, opts, skips)
     return dataset_from_plan(plan_sources(uri, opts, split=split), skips=skips,
                              override_num_blocks=override_num_blocks)
 
 
-def _read_healthomics(uri: str, opts: ReadOptions) -> ray.data.Dataset:
+def _read_healthomics(uri: str, opts: ReadOptions, skips: SkipCounter | None) -> ray.data.Dataset:
     from raycad.data.healthomics.datasource import read_healthomics
 
     ds = read_healthomics(uri, class_names=list(opts.class_names) if opts.class_names else None,
                           region=opts.s3_region, label_policy="none" if opts.label_from == "none" else None)
+    ds = clean_dataset(ds, uri, opts, skips)
     return ds.limit(opts.limit) if opts.limit else ds

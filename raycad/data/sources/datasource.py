@@ -1,5 +1,6 @@
 """The Ray side of a read: `preflight` (the start of each file, on the driver, before Ray starts), the
-`SequenceDatasource` whose read tasks stream groups of files, and `dataset_from_plan`."""
+`SequenceDatasource` whose read tasks stream groups of files, `dataset_from_plan`, and `clean_dataset` for
+records that do not come from files (the bundled demo, HealthOmics read sets)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from raycad.data.sources.options import SEQUENCE_SCHEMA, ReadOptions, SourceError, SourceFile, SourcePlan
+from raycad.data.records import SEQUENCE_SCHEMA, RawRecords, clean
+from raycad.data.sources.options import ReadOptions, SourceError, SourceFile, SourcePlan
 from raycad.data.sources.readers import _table_columns, read_source_file
-from raycad.data.sources.skips import SkipCounter
+from raycad.data.sources.skips import SkipCounter, _Tally
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -157,3 +159,38 @@ def dataset_from_plan(plan: SourcePlan, *, skips: SkipCounter | None = None,
     if plan.options.limit is not None:
         ds = ds.limit(plan.options.limit)
     return ds
+
+
+def clean_dataset(ds: ray.data.Dataset, source: str, opts: ReadOptions,
+                  skips: SkipCounter | None = None) -> ray.data.Dataset:
+    """``ds`` (``sequence``, ``label`` and ``id`` columns, any types) cleaned by the same record contract as
+    files (`raycad.data.records.clean`): one error, or with ``bad_records="skip"`` counts in ``skips``."""
+    return ds.map_batches(clean_block, batch_format="pyarrow", batch_size=None,
+                          fn_kwargs={"source": source, "opts": opts, "skips": skips})
+
+
+def clean_block(block: pa.Table, *, source: str, opts: ReadOptions, skips: SkipCounter | None) -> pa.Table:
+    """One block of `clean_dataset`; its skips are counted under the id of its first record."""
+    ids = block.column("id")
+    labels = block.column("label") if "label" in block.column_names else None
+    part = str(ids[0].as_py()) if len(ids) else ""
+    tally = _Tally(source, opts.bad_records, skips, part=part)
+    raw = RawRecords(block.column("sequence").combine_chunks(), labels, ids.combine_chunks(), source)
+    try:
+        return clean(raw, opts, tally.bad)
+    finally:
+        tally.flush()
+
+
+def read_bundled_demo(path: Any, split: str, opts: ReadOptions,
+                      skips: SkipCounter | None = None) -> ray.data.Dataset:
+    """One split (its ``split`` column) of the bundled demo table at ``path``, cleaned like any source."""
+    import ray.data
+    from ray.data.expressions import col
+
+    from raycad.runtime import init_ray
+
+    init_ray()
+    demo = ray.data.read_parquet(str(path)).select_columns(["id", "sequence", "label", "split"])
+    ds = demo.filter(expr=col("split") == split).drop_columns(["split"])
+    return clean_dataset(ds, f"bundled:{path.name} [{split}]", opts, skips)

@@ -7,12 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-import pyarrow as pa
-
 from raycad.data.records import RecordError
-
-SEQUENCE_SCHEMA = pa.schema([("sequence", pa.string()), ("label", pa.int64()), ("id", pa.string())])
-"""The schema of every dataset `read_sequences` returns."""
 
 Format = Literal["auto", "csv", "tsv", "parquet", "fasta", "fastq", "bam", "hf"]
 LabelFrom = Literal["auto", "file", "header", "manifest", "column", "tag", "none"]

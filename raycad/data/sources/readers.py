@@ -1,6 +1,6 @@
 """Reading one planned file into clean ``{sequence, label, id}`` tables (inside Ray read tasks): a reader per
-format (CSV/TSV, Parquet, FASTA/FASTQ, BAM/CRAM) yields raw chunks, and `_clean` normalises and labels
-each chunk by the record contract, raising on or counting each bad record."""
+format (CSV/TSV, Parquet, FASTA/FASTQ, BAM/CRAM) yields `RawRecords` chunks, and the record contract
+(`raycad.data.records.clean`) normalises and labels each, raising on or counting each bad record."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from raycad.data.fastx import FastxError, read_fastx
+from raycad.data.records import RawRecords, clean
 from raycad.data.sources.options import (
     _ID_ALIASES,
     _SEQUENCE_ALIASES,
     CHUNK_BASES,
     CHUNK_ROWS,
-    SEQUENCE_SCHEMA,
     ReadOptions,
     SourceError,
     SourceFile,
@@ -34,23 +32,6 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 
-_OK, _EMPTY, _INVALID, _MISSING_LABEL, _UNKNOWN_LABEL, _OUT_OF_RANGE = range(6)
-_REASONS = {_EMPTY: "empty_sequence", _INVALID: "invalid_characters", _MISSING_LABEL: "missing_label",
-            _UNKNOWN_LABEL: "unknown_label", _OUT_OF_RANGE: "label_out_of_range"}
-"""Per-row problem codes -> `raycad.data.records.REASONS` words (the skip counts' vocabulary)."""
-_NOT_ACGTN = "[^ACGTN]"
-
-
-@dataclass
-class _RawChunk:
-    """Records of one file before cleaning: sequences, labels (any type, or None), ids, 1-based numbers."""
-
-    sequences: pa.Array
-    labels: pa.Array | None
-    ids: pa.Array
-    first_record: int
-
-
 def read_source_file(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions,
                      skips: SkipCounter | None = None) -> Iterator[pa.Table]:
     """Clean, labelled tables of at most `CHUNK_ROWS` records from one file (used by read tasks)."""
@@ -60,7 +41,7 @@ def read_source_file(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions,
     remaining = opts.limit
     try:
         for chunk in reader(fs, src, opts, tally):
-            table = _clean(chunk, src, opts, tally)
+            table = clean(chunk, opts, tally.bad)
             tally.flush()
             if remaining is not None:
                 table = table.slice(0, remaining)
@@ -111,7 +92,7 @@ def _table_columns(names: list[str], src: SourceFile, opts: ReadOptions) -> tupl
     return seq_col, label_col, id_col
 
 
-def _read_csv(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[_RawChunk]:
+def _read_csv(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[RawRecords]:
     import pyarrow.csv as pacsv
 
     delimiter = "\t" if src.format == "tsv" else ","
@@ -153,7 +134,7 @@ def _read_csv(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _T
             raise SourceError(f"{src.display}: malformed {src.format.upper()}: {err}", "malformed_record") from None
 
 
-def _read_parquet(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[_RawChunk]:
+def _read_parquet(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[RawRecords]:
     import pyarrow.parquet as pq
 
     with fs.open_input_file(src.path) as handle:
@@ -170,12 +151,12 @@ def _read_parquet(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally
 
 
 def _table_chunk(batch: pa.RecordBatch, seq_col: str, label_col: str | None, id_col: str | None,
-                 src: SourceFile, record: int) -> _RawChunk:
+                 src: SourceFile, record: int) -> RawRecords:
     ids = batch.column(id_col).cast(pa.string()) if id_col else _id_array(src, record, batch.num_rows)
     if id_col and ids.null_count:
         ids = pc.if_else(pc.is_null(ids), _id_array(src, record, batch.num_rows), ids)
     labels = batch.column(label_col) if label_col else None
-    return _RawChunk(batch.column(seq_col), labels, ids, record)
+    return RawRecords(batch.column(seq_col), labels, ids, src.display, record, src.file_label)
 
 
 _HEADER_LABEL_CACHE: dict[str, re.Pattern] = {}
@@ -187,7 +168,7 @@ def _header_label(key: str) -> re.Pattern:
     return _HEADER_LABEL_CACHE[key]
 
 
-def _read_fastx(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[_RawChunk]:
+def _read_fastx(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[RawRecords]:
     use_header = opts.label_from in ("auto", "header")
     use_manifest = opts.label_from in ("auto", "manifest") and opts.record_labels is not None
     if opts.label_from in ("column", "tag"):
@@ -218,13 +199,13 @@ def _read_fastx(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: 
                 ids.append(rec.id)
                 n_bases += len(rec.sequence)
                 if len(seqs) >= CHUNK_ROWS or n_bases >= CHUNK_BASES:
-                    yield _record_chunk(seqs, labels, ids, first)
+                    yield _record_chunk(src, seqs, labels, ids, first)
                     first = number + 1
                     seqs, labels, ids, n_bases = [], [], [], 0
         except FastxError as err:
             raise SourceError(str(err), _fastx_reason(err)) from None
     if seqs:
-        yield _record_chunk(seqs, labels, ids, first)
+        yield _record_chunk(src, seqs, labels, ids, first)
 
 
 def _fastx_reason(err: FastxError) -> str:
@@ -232,13 +213,13 @@ def _fastx_reason(err: FastxError) -> str:
     return "malformed_record" if err.record is not None else "unreadable_file"
 
 
-def _record_chunk(seqs: list[str], labels: list, ids: list[str], first: int) -> _RawChunk:
-    return _RawChunk(pa.array(seqs, pa.string()),
-                     pa.array([None if v is None else str(v) for v in labels], pa.string()),
-                     pa.array(ids, pa.string()), first)
+def _record_chunk(src: SourceFile, seqs: list[str], labels: list, ids: list[str], first: int) -> RawRecords:
+    return RawRecords(pa.array(seqs, pa.string()),
+                      pa.array([None if v is None else str(v) for v in labels], pa.string()),
+                      pa.array(ids, pa.string()), src.display, first, src.file_label)
 
 
-def _read_bam(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[_RawChunk]:
+def _read_bam(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[RawRecords]:
     import pysam
 
     if opts.label_from in ("column", "header"):
@@ -279,13 +260,13 @@ def _read_bam(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _T
                     labels.append(label)
                     ids.append(f"{read.query_name}{mate}")
                     if len(seqs) >= CHUNK_ROWS:
-                        yield _record_chunk(seqs, labels, ids, first)
+                        yield _record_chunk(src, seqs, labels, ids, first)
                         seqs, labels, ids, first = [], [], [], 0
             except (OSError, ValueError) as err:
                 raise SourceError(f"{src.display}: after record {number}: truncated or corrupt file: {err}",
                                   "unreadable_file") from None
             if seqs:
-                yield _record_chunk(seqs, labels, ids, first)
+                yield _record_chunk(src, seqs, labels, ids, first)
 
 
 class _local_copy:
@@ -319,129 +300,3 @@ def _bam_tag_label(read: Any, tag: str, groups: dict[str, dict]) -> str | None:
         value = groups.get(read.get_tag("RG"), {}).get(tag)
         return None if value is None else str(value)
     return None
-
-
-# ---- cleaning and labelling (vectorized per chunk) -------------------------------------------------------------
-
-
-def _clean(chunk: _RawChunk, src: SourceFile, opts: ReadOptions, tally: _Tally) -> pa.Table:
-    """Normalize sequences, map labels to ids, and raise on or count/drop the bad records of a chunk."""
-    seqs = chunk.sequences
-    if not pa.types.is_string(seqs.type):
-        seqs = seqs.cast(pa.string())
-    seqs = seqs.fill_null("")
-    clean = _only_acgtn(seqs)  # the common case: nothing to normalize
-    if not clean and pc.any(pc.match_substring_regex(seqs, r"\s")).as_py():
-        seqs = pc.replace_substring_regex(seqs, r"\s+", "")
-    if not clean:
-        seqs = pc.utf8_upper(seqs)
-    n = len(seqs)
-    codes = np.zeros(n, dtype=np.int8)
-    codes[pc.equal(pc.binary_length(seqs), 0).to_numpy(zero_copy_only=False)] = _EMPTY
-    if opts.invalid_chars != "unk" and not clean:
-        invalid = pc.match_substring_regex(seqs, _NOT_ACGTN)
-        if pc.any(invalid).as_py():
-            if opts.invalid_chars == "n":
-                seqs = pc.replace_substring_regex(seqs, _NOT_ACGTN, "N")
-            else:
-                mask = invalid.to_numpy(zero_copy_only=False) & (codes == _OK)
-                codes[mask] = _INVALID
-    if opts.label_from == "none":  # unlabelled sequences (pre-training): every label is null
-        labels = pa.nulls(n, pa.int64())
-    else:
-        label_ids, label_codes = _label_ids(chunk.labels, src.file_label, n, opts.class_names)
-        take = (codes == _OK) & (label_codes != _OK)
-        codes[take] = label_codes[take]
-        labels = pa.array(label_ids, pa.int64())
-    table = pa.Table.from_arrays([seqs, labels, chunk.ids], schema=SEQUENCE_SCHEMA)
-    bad = np.flatnonzero(codes)
-    if not len(bad):
-        return table
-    for row in bad:
-        reason = _REASONS[int(codes[row])]
-        tally.bad(reason, _bad_message(reason, int(row), chunk, table, src, opts))
-    return table.filter(pa.array(codes == _OK))
-
-
-_ACGTN_BYTES = np.zeros(256, dtype=bool)
-_ACGTN_BYTES[np.frombuffer(b"ACGTN", dtype=np.uint8)] = True
-
-
-def _only_acgtn(seqs: pa.Array) -> bool:
-    """Whether every byte of a (null-free) string array is one of ACGTN, checked on its data buffer."""
-    if seqs.null_count:
-        return False
-    offsets = np.frombuffer(seqs.buffers()[1], dtype=np.int32)[seqs.offset:seqs.offset + len(seqs) + 1]
-    data = seqs.buffers()[2]
-    if data is None or offsets[-1] == offsets[0]:
-        return True
-    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]
-    return bool(_ACGTN_BYTES[raw].all())
-
-
-def _bad_message(reason: str, row: int, chunk: _RawChunk, table: pa.Table, src: SourceFile,
-                 opts: ReadOptions) -> str:
-    record = chunk.first_record + row
-    rid = table.column("id")[row].as_py()
-    where = f"{src.display}: record {record}" + (f" (id {rid})" if rid and not rid.endswith(f":{record}") else "")
-    raw = chunk.labels[row].as_py() if chunk.labels is not None else src.file_label
-    if reason == "invalid_characters":
-        chars = sorted(set(re.findall(_NOT_ACGTN, table.column("sequence")[row].as_py())))
-        detail = f"characters {''.join(chars)!r} outside ACGTN (invalid_chars='reject')"
-    elif reason == "unknown_label":
-        known = f"known: {', '.join(opts.class_names)}" if opts.class_names else \
-            "string labels need class_names (data.class_names)"
-        detail = f"{raw!r} is not a class ({known})"
-    elif reason == "label_out_of_range":
-        top = f"0..{len(opts.class_names) - 1}" if opts.class_names else "0 or more"
-        detail = f"label id {raw} outside {top}"
-    elif reason == "missing_label":
-        detail = {"header": f"no '{opts.header_label_key}=' field in the header",
-                  "tag": f"no {opts.label_tag} tag on the read or its read group",
-                  "manifest": "record id not in the manifest"}.get(opts.label_from, "no label")
-    else:
-        detail = "no bases"
-    return f"{where}: {reason.replace('_', ' ')}: {detail}"
-
-
-def _label_ids(raw: pa.Array | None, fallback: str | None, n: int,
-               class_names: tuple[str, ...] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Label ids (int64) and per-row problem codes from integer, float or string labels (or a file label)."""
-    if raw is None:
-        raw = pa.nulls(n, pa.string())
-    if isinstance(raw, pa.ChunkedArray):
-        raw = raw.combine_chunks()
-    if fallback is not None and raw.null_count:
-        raw = pc.if_else(pc.is_null(raw), pa.scalar(fallback), raw.cast(pa.string()))
-    ids = np.full(n, -1, dtype=np.int64)
-    codes = np.zeros(n, dtype=np.int8)
-    kind = raw.type
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        valid = raw.is_valid().to_numpy(zero_copy_only=False)
-        ids[valid] = raw.filter(raw.is_valid()).cast(pa.int64()).to_numpy()
-        codes[~valid] = _MISSING_LABEL
-    elif pa.types.is_floating(kind):
-        values = raw.to_numpy(zero_copy_only=False).astype(np.float64)
-        valid = ~np.isnan(values)
-        integral = valid & (np.mod(values, 1) == 0)
-        ids[integral] = values[integral].astype(np.int64)
-        codes[~valid] = _MISSING_LABEL
-        codes[valid & ~integral] = _UNKNOWN_LABEL
-    else:
-        text = pc.utf8_trim_whitespace(raw.cast(pa.string()))
-        missing = pc.or_kleene(pc.is_null(text), pc.equal(text, "")).fill_null(True)
-        missing = missing.to_numpy(zero_copy_only=False)
-        codes[missing] = _MISSING_LABEL
-        found = np.zeros(n, dtype=bool)
-        if class_names:
-            index = pc.index_in(text, value_set=pa.array(class_names, pa.string()))
-            found = index.is_valid().to_numpy(zero_copy_only=False)
-            ids[found] = index.filter(index.is_valid()).to_numpy()
-        digits = pc.match_substring_regex(text, r"^-?\d+$").fill_null(False).to_numpy(zero_copy_only=False)
-        numeric = digits & ~found & ~missing
-        if numeric.any():
-            ids[numeric] = np.asarray(text.filter(pa.array(numeric)).to_pylist(), dtype=np.int64)
-        codes[~missing & ~found & ~numeric] = _UNKNOWN_LABEL
-    top = len(class_names) if class_names else np.iinfo(np.int64).max
-    codes[(codes == _OK) & ((ids < 0) | (ids >= top))] = _OUT_OF_RANGE
-    return ids, codes

@@ -47,20 +47,21 @@ class SkipReport:
 
 
 class _SkipCounterActor:
-    """Holds the latest cumulative counts each read task reported for each source file.
+    """Holds the latest cumulative counts each read task reported for each (source, part).
 
-    Counts are *replaced* per file, not added, so a dataset that is executed several times (every epoch
-    re-reads a lazy dataset) reports each skipped record once.
+    Counts are *replaced* per (source, part), not added, so a dataset that is executed several times (every
+    epoch re-reads a lazy dataset) reports each skipped record once. ``part`` tells apart the blocks of a
+    source that is not read file by file (the bundled demo, HealthOmics read sets).
     """
 
     def __init__(self) -> None:
-        self._sources: dict[str, tuple[dict[str, int], list[str]]] = {}
+        self._parts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
 
-    def update(self, source: str, counts: dict[str, int], examples: list[str]) -> None:
-        self._sources[source] = (dict(counts), list(examples))
+    def update(self, source: str, counts: dict[str, int], examples: list[str], part: str = "") -> None:
+        self._parts[(source, part)] = (dict(counts), list(examples))
 
-    def snapshot(self) -> dict[str, tuple[dict[str, int], list[str]]]:
-        return self._sources
+    def snapshot(self) -> dict[tuple[str, str], tuple[dict[str, int], list[str]]]:
+        return self._parts
 
 
 class SkipCounter:
@@ -80,25 +81,29 @@ class SkipCounter:
         actor_cls = ray.remote(num_cpus=0, max_restarts=0)(_SkipCounterActor)
         self._actor = actor_cls.options(name=self.name, get_if_exists=True).remote()
 
-    def update(self, source: str, counts: dict[str, int], examples: list[str]) -> None:
+    def update(self, source: str, counts: dict[str, int], examples: list[str], part: str = "") -> None:
         import ray
 
-        ray.get(self._actor.update.remote(source, counts, examples))
+        ray.get(self._actor.update.remote(source, counts, examples, part))
 
     def report(self) -> SkipReport:
         import ray
 
         snapshot = ray.get(self._actor.snapshot.remote())
         examples = [e for _, (_, ex) in sorted(snapshot.items()) for e in ex][:20]
-        by_source = {src: counts for src, (counts, _) in sorted(snapshot.items()) if any(counts.values())}
+        by_source: dict[str, dict[str, int]] = {}
+        for (src, _), (counts, _) in sorted(snapshot.items()):
+            for reason, n in counts.items():
+                if n:
+                    by_source.setdefault(src, {})[reason] = by_source.get(src, {}).get(reason, 0) + n
         return SkipReport(by_source, examples)
 
 
 class _Tally:
     """Per-file skip bookkeeping inside a read task: raise or count, and report counts to the counter."""
 
-    def __init__(self, source: str, policy: BadRecords, counter: SkipCounter | None) -> None:
-        self.source, self.policy, self.counter = source, policy, counter
+    def __init__(self, source: str, policy: BadRecords, counter: SkipCounter | None, part: str = "") -> None:
+        self.source, self.policy, self.counter, self.part = source, policy, counter, part
         self.counts: dict[str, int] = {}
         self.examples: list[str] = []
         self._dirty = False
@@ -116,7 +121,7 @@ class _Tally:
         if self._dirty:
             self._dirty = False
             if self.counter is not None:
-                self.counter.update(self.source, self.counts, self.examples)
+                self.counter.update(self.source, self.counts, self.examples, part=self.part)
 
     def log_summary(self) -> None:
         if self.counts:
