@@ -8,7 +8,8 @@ SAM / CRAM through pysam, labelled by a read or read-group tag or a manifest; Hu
 local copy in the hub's parquet layout, or ``hf://owner/name``); ``healthomics://`` read sets.
 
 One `ReadOptions` object says how (`read_options` builds it from a config). The read is planned on the
-driver (`planning`: a missing file, bucket or key and wrong credentials fail at once), then records are
+driver (`planning`: a missing file, bucket or key and wrong credentials fail at once; `preflight` looks at
+the start of each file), then records are
 read inside Ray read tasks (`datasource`, `readers`). Every record, from a file, a HealthOmics read set or
 the bundled demo (`clean_dataset`), is cleaned once by the record contract (`raycad.data.records.clean`);
 a bad record raises `SourceError` naming the file, the record and the problem, or with
@@ -23,13 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from raycad.data.records import SEQUENCE_SCHEMA
-from raycad.data.sources.datasource import (
-    PREFLIGHT_FILES,
-    clean_dataset,
-    dataset_from_plan,
-    preflight,
-    read_bundled_demo,
-)
+from raycad.data.sources.datasource import clean_dataset, dataset_from_plan, read_bundled_demo
 from raycad.data.sources.options import (
     CHUNK_BASES,
     CHUNK_ROWS,
@@ -45,7 +40,7 @@ from raycad.data.sources.options import (
     SourcePlan,
     read_options,
 )
-from raycad.data.sources.planning import plan_sources
+from raycad.data.sources.planning import PREFLIGHT_FILES, plan_sources, preflight
 from raycad.data.sources.readers import read_source_file
 from raycad.data.sources.skips import SkipCounter, SkipReport
 

@@ -1,6 +1,6 @@
-"""The Ray side of a read: `preflight` (the start of each file, on the driver, before Ray starts), the
-`SequenceDatasource` whose read tasks stream groups of files, `dataset_from_plan`, and `clean_dataset` for
-records that do not come from files (the bundled demo, HealthOmics read sets)."""
+"""The Ray side of a read: the `SequenceDatasource` whose read tasks stream groups of files
+(`dataset_from_plan`), and `clean_dataset` for records that do not come from files (the bundled demo,
+HealthOmics read sets)."""
 
 from __future__ import annotations
 
@@ -11,75 +11,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from raycad.data.records import SEQUENCE_SCHEMA, RawRecords, clean
-from raycad.data.sources.options import ReadOptions, SourceError, SourceFile, SourcePlan
-from raycad.data.sources.readers import _table_columns, read_source_file
+from raycad.data.sources.options import ReadOptions, SourceFile, SourcePlan
+from raycad.data.sources.readers import read_source_file
 from raycad.data.sources.skips import SkipCounter, _Tally
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
     import ray.data
-
-
-PREFLIGHT_FILES = 32
-"""`preflight` looks at the start of at most this many files per plan (each costs a request on S3)."""
-PREFLIGHT_BYTES = 1 << 16
-
-
-def preflight(plan: SourcePlan) -> None:
-    """Look at the start of each file (up to `PREFLIGHT_FILES`) on the driver, before any Ray task runs.
-
-    Empty files, a table with a header and no records, missing columns and unusable labels fail here, naming
-    the file, instead of inside a read task. With ``bad_records="skip"`` an empty file is left to the readers,
-    which skip and count it.
-    """
-    from raycad.data.records import check_preview
-
-    for src in plan.files[:PREFLIGHT_FILES]:
-        if src.size == 0:
-            if plan.options.bad_records == "skip":
-                continue
-            raise SourceError(f"{src.display}: empty file (no header, no records)", "unreadable_file")
-        if src.format not in ("csv", "tsv", "parquet"):
-            continue
-        preview = _preview_table(plan.filesystem, src)
-        if preview is None:
-            if plan.options.bad_records == "skip":
-                continue
-            raise SourceError(f"{src.display}: empty file (no header, no records)", "unreadable_file")
-        _, label_col, _ = _table_columns(preview.column_names, src, plan.options)
-        if plan.options.bad_records == "error":
-            check_preview(src.display, preview, label_col, plan.options.class_names, src.file_label is not None)
-
-
-def _preview_table(fs: pafs.FileSystem, src: SourceFile) -> pa.Table | None:
-    """The first rows of a table file, all columns as strings (parquet: its first row group); None if empty."""
-    if src.format == "parquet":
-        import pyarrow.parquet as pq
-
-        with fs.open_input_file(src.path) as handle:
-            try:
-                parquet = pq.ParquetFile(handle)
-            except pa.ArrowInvalid as err:
-                raise SourceError(f"{src.display}: not a readable parquet file: {err}", "unreadable_file") from None
-            if parquet.metadata.num_rows == 0:
-                return parquet.schema_arrow.empty_table()
-            return parquet.read_row_group(0).slice(0, 1000)
-    import pyarrow.csv as pacsv
-
-    with fs.open_input_stream(src.path, compression="detect") as stream:
-        head = stream.read(PREFLIGHT_BYTES)
-    if not head.strip():
-        return None
-    if len(head) == PREFLIGHT_BYTES and b"\n" in head:  # cut at the last full line
-        head = head[:head.rindex(b"\n") + 1]
-    parse = pacsv.ParseOptions(delimiter="\t" if src.format == "tsv" else ",",
-                               invalid_row_handler=lambda row: "skip")
-    try:
-        names = pacsv.open_csv(pa.BufferReader(head), parse_options=parse).schema.names
-        return pacsv.read_csv(pa.BufferReader(head), parse_options=parse, convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in names}))
-    except pa.ArrowInvalid as err:
-        raise SourceError(f"{src.display}: malformed {src.format.upper()}: {err}", "malformed_record") from None
 
 
 @functools.cache

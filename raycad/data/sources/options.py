@@ -1,5 +1,5 @@
-"""The options of a read (`ReadOptions`), what a read is planned into (`SourceFile`, `SourcePlan`) and its
-error type (`SourceError`)."""
+"""The options of a read (`ReadOptions`), what a read is planned into (`SourceFile`, `SourcePlan`), its
+error type (`SourceError`) and the table columns the options pick (`_table_columns`)."""
 
 from __future__ import annotations
 
@@ -140,3 +140,34 @@ class SourcePlan:
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names is not None else None
+
+
+# ---- table columns -------------------------------------------------------------------------------------------
+
+
+def _pick_column(names: list[str], wanted: str, aliases: tuple[str, ...] = ()) -> str | None:
+    if wanted in names:
+        return wanted
+    lower = {n.lower(): n for n in names}
+    for name in (wanted.lower(), *aliases):
+        if name in lower:
+            return lower[name]
+    return None
+
+
+def _table_columns(names: list[str], src: SourceFile, opts: ReadOptions) -> tuple[str, str | None, str | None]:
+    """The (sequence, label, id) columns of a table with columns ``names`` (None: no such column)."""
+    seq_aliases = _SEQUENCE_ALIASES if opts.sequence_column == "sequence" else ()
+    seq_col = _pick_column(names, opts.sequence_column, seq_aliases)
+    if seq_col is None:
+        raise SourceError(f"{src.display}: no sequence column {opts.sequence_column!r} (columns: "
+                          f"{', '.join(names)}); set data.sequence_column", "bad_option")
+    label_col = None
+    if opts.label_from in ("auto", "column"):
+        label_col = _pick_column(names, opts.label_column, ("label", "labels", "class") if
+                                 opts.label_column == "label" else ())
+        if label_col is None and (opts.label_from == "column" or src.file_label is None):
+            raise SourceError(f"{src.display}: no label column {opts.label_column!r} (columns: "
+                              f"{', '.join(names)}); set data.label_column", "bad_option")
+    id_col = _pick_column(names, opts.id_column, _ID_ALIASES if opts.id_column == "id" else ())
+    return seq_col, label_col, id_col

@@ -17,14 +17,13 @@ import pyarrow.compute as pc
 from raycad.data.fastx import FastxError, read_fastx
 from raycad.data.records import RawRecords, clean
 from raycad.data.sources.options import (
-    _ID_ALIASES,
-    _SEQUENCE_ALIASES,
     CHUNK_BASES,
     CHUNK_ROWS,
     ReadOptions,
     SourceError,
     SourceFile,
     _s3_error,
+    _table_columns,
 )
 from raycad.data.sources.skips import SkipCounter, _Tally
 
@@ -63,33 +62,6 @@ def read_source_file(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions,
 
 def _id_array(src: SourceFile, start: int, n: int) -> pa.Array:
     return pa.array([f"{src.relative}:{i}" for i in range(start, start + n)], pa.string())
-
-
-def _pick_column(names: list[str], wanted: str, aliases: tuple[str, ...] = ()) -> str | None:
-    if wanted in names:
-        return wanted
-    lower = {n.lower(): n for n in names}
-    for name in (wanted.lower(), *aliases):
-        if name in lower:
-            return lower[name]
-    return None
-
-
-def _table_columns(names: list[str], src: SourceFile, opts: ReadOptions) -> tuple[str, str | None, str | None]:
-    seq_aliases = _SEQUENCE_ALIASES if opts.sequence_column == "sequence" else ()
-    seq_col = _pick_column(names, opts.sequence_column, seq_aliases)
-    if seq_col is None:
-        raise SourceError(f"{src.display}: no sequence column {opts.sequence_column!r} (columns: "
-                          f"{', '.join(names)}); set data.sequence_column", "bad_option")
-    label_col = None
-    if opts.label_from in ("auto", "column"):
-        label_col = _pick_column(names, opts.label_column, ("label", "labels", "class") if
-                                 opts.label_column == "label" else ())
-        if label_col is None and (opts.label_from == "column" or src.file_label is None):
-            raise SourceError(f"{src.display}: no label column {opts.label_column!r} (columns: "
-                              f"{', '.join(names)}); set data.label_column", "bad_option")
-    id_col = _pick_column(names, opts.id_column, _ID_ALIASES if opts.id_column == "id" else ())
-    return seq_col, label_col, id_col
 
 
 def _read_csv(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions, tally: _Tally) -> Iterator[RawRecords]:
