@@ -9,6 +9,7 @@ from the standard AWS chain and are never logged.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,11 +31,12 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith(("s3://", "s3a://"))
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/key/`` -> ``("bucket", "some/key")``."""
+def split_s3(uri: str, what: str | None = None) -> tuple[str, str]:
+    """``s3://bucket/some/key/`` -> ``("bucket", "some/key")``; ``what`` names the setting in the error."""
     parts = urlsplit(uri)
     if parts.scheme not in ("s3", "s3a") or not parts.netloc:
-        raise StorageError(f"not an s3://bucket/key URI: {uri!r}")
+        raise StorageError(f"{what} must be s3://bucket/prefix, got {uri!r}" if what else
+                           f"not an s3://bucket/key URI: {uri!r}")
     return parts.netloc, parts.path.strip("/")
 
 
@@ -74,16 +76,19 @@ def s3_filesystem(endpoint: str | None = None, region: str | None = None) -> paf
     return pafs.S3FileSystem(**kwargs)
 
 
-def filesystem(uri: str, endpoint: str | None = None, region: str | None = None
-               ) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, path inside it, prefix to show users) for a local path, ``file://`` or ``s3://`` URI."""
+def filesystem(uri: str, endpoint: str | None = None, region: str | None = None, *,
+               error: Callable[[str], Exception] = StorageError) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, path inside it, prefix to show users) for a local path, ``file://`` or ``s3://`` URI.
+
+    ``error`` builds the exception for an unsupported scheme (the data readers raise their `SourceError`).
+    """
     import pyarrow.fs as pafs
 
     uri = str(uri)
     if is_s3(uri):
         return s3_filesystem(endpoint, region), uri.split("://", 1)[1], "s3://"
     if "://" in uri and not uri.startswith("file://"):
-        raise StorageError(f"unsupported URI scheme in {uri!r}: use a local path, s3://, or hf://")
+        raise error(f"unsupported URI scheme in {uri!r}: use a local path, s3://, or hf://")
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri.removeprefix("file://"))), ""
 
 

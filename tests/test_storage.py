@@ -36,35 +36,47 @@ def test_older_data_s3_keys_are_the_storage_section():
         FinetuneConfig.from_dict({"data": {"s3_endpoint": "http://a:1", "s3_bucket": "b"}})
 
 
-def test_checkpoint_storage_honours_the_endpoint(bucket, s3_server, tmp_path):
-    from raycad.train.trainer import _storage
+def test_checkpoint_storage_honours_the_endpoint(bucket, s3_server, tmp_path, monkeypatch):
+    """Ray Train's storage, as `make_torch_trainer` sets it from the config (no Ray started)."""
+    import ray
+
+    from raycad.train.trainer import make_torch_trainer
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+
+    def storage(cfg):
+        run = make_torch_trainer(cfg, lambda config: None, {}, {}, name="run").run_config
+        return run.storage_path, run.storage_filesystem
 
     cfg = FinetuneConfig.from_dict({"run": {"storage_path": f"s3://{BUCKET}/ckpt"},
                                     "storage": {"endpoint": s3_server, "region": "us-east-1"}})
-    path, fs = _storage(cfg, None, tmp_path)
+    path, fs = storage(cfg)
     assert path == f"{BUCKET}/ckpt"
     (tmp_path / "checkpoint_000000").mkdir()
     (tmp_path / "checkpoint_000000" / "state.bin").write_bytes(b"weights")
     pyarrow.fs.copy_files(str(tmp_path / "checkpoint_000000"), f"{path}/run/checkpoint_000000",  # as Ray Train
                           source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
     assert _keys(bucket, "ckpt/") == ["ckpt/run/checkpoint_000000/state.bin"]
-    local, none = _storage(FinetuneConfig(), None, tmp_path)
-    assert (local, none) == (str((tmp_path / "ray").resolve()), None)
+    local = FinetuneConfig.from_dict({"run": {"output_dir": str(tmp_path)}})
+    assert storage(local) == (str(tmp_path / "run" / "ray"), None)
     with pytest.raises(ConfigError, match="only local paths and s3://"):
-        _storage(cfg.with_overrides(["run.storage_path=gs://x/y"]), None, tmp_path)
+        storage(cfg.with_overrides(["run.storage_path=gs://x/y"]))
 
 
-def test_sweep_storage_honours_the_base_endpoint(bucket, s3_server, tmp_path):
-    from raycad.tune.sweep import SweepConfig, _storage
+def test_s3_uris_split_in_one_place():
+    from raycad.storage import StorageError, filesystem, split_s3
 
-    cfg = SweepConfig.from_dict({"name": "sw", "storage_path": f"s3://{BUCKET}/tune",
-                                 "base": {"storage": {"endpoint": s3_server}}})
-    root, fs = _storage(cfg, tmp_path)
-    assert root == f"s3://{BUCKET}/tune/sw"
-    (tmp_path / "f").write_text("1")
-    pyarrow.fs.copy_files(str(tmp_path / "f"), f"{BUCKET}/tune/sw/x/f",
-                          source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
-    assert _keys(bucket, "tune/") == ["tune/sw/x/f"]
+    assert split_s3("s3://bucket/some/key/") == ("bucket", "some/key")
+    with pytest.raises(ConfigError, match=r"staging_uri must be s3://bucket/prefix, got 'bucket/x'"):
+        split_s3("bucket/x", "staging_uri")
+    with pytest.raises(StorageError, match="unsupported URI scheme in 'gs://b/k'"):
+        filesystem("gs://b/k")
+
+    class Named(ValueError):
+        pass
+
+    with pytest.raises(Named, match="unsupported URI scheme"):  # the data readers raise their own SourceError
+        filesystem("gs://b/k", error=Named)
 
 
 def test_publish_run_copies_outputs_next_to_checkpoints(bucket, s3_server, tmp_path):

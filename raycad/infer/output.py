@@ -35,7 +35,10 @@ class TableWriter:
         self.format = output_format(self.path)
         self.row_column = row_column
         self.rows = 0
-        self._fs, self._target = _filesystem(self.path, s3_endpoint, s3_region)
+        from raycad.storage import filesystem, is_s3
+
+        self._fs, inside, _ = filesystem(self.path, s3_endpoint, s3_region)
+        self._target: str | Path = inside if is_s3(self.path) else Path(inside)
         self._stream: Any = None
         self._writer: Any = None
 
@@ -82,13 +85,6 @@ class TableWriter:
         if self._stream is not None:
             self._stream.close()
         self._writer = self._stream = None
-
-
-def _filesystem(path: str, s3_endpoint: str | None, s3_region: str | None) -> tuple[Any, Any]:
-    from raycad.storage import filesystem, is_s3
-
-    fs, inside, _ = filesystem(path, s3_endpoint, s3_region)
-    return fs, (inside if is_s3(path) else Path(inside))
 
 
 def empty_output(path: str | os.PathLike, schema: pa.Schema, **kwargs: Any) -> None:

@@ -147,14 +147,6 @@ def resolve_cpus_per_worker(cfg: FinetuneConfig, cluster_cpus: float | None = No
     return cpus
 
 
-def _storage(cfg: FinetuneConfig, storage_path: str | None, run_dir: Path) -> tuple[str, Any]:
-    """(storage_path, storage_filesystem) for Ray Train, honouring the config's ``storage`` section."""
-    from raycad.storage import ray_storage
-
-    return ray_storage(storage_path or cfg.run.storage_path or str(run_dir / "ray"), cfg.storage.endpoint,
-                       cfg.storage.region)
-
-
 def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int,
                      max_records: int = MATERIALIZE_MAX_RECORDS) -> bool:
     """Small data: shuffle the training split once (seeded) and keep every split tokenized in the object store.
@@ -246,7 +238,11 @@ def make_torch_trainer(cfg: Any, loop: Any, loop_config: dict[str, Any], dataset
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    path, fs = _storage(cfg, storage_path, Path(cfg.run.output_dir) / name)
+    from raycad.storage import ray_storage
+
+    run_dir = Path(cfg.run.output_dir) / name
+    path, fs = ray_storage(storage_path or cfg.run.storage_path or str(run_dir / "ray"), cfg.storage.endpoint,
+                           cfg.storage.region)
     cpus = resolve_cpus_per_worker(cfg)
     resources: dict[str, float] = {"CPU": cpus}
     if cfg.scaling.use_gpu:

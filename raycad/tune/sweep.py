@@ -361,23 +361,6 @@ def resume_sweep(sweep_dir: str | Path, *, show: bool = True) -> SweepResult:
     return run_sweep(cfg, resume=True, show=show)
 
 
-def _storage(cfg: SweepConfig, out: Path) -> tuple[str, Any]:
-    """(root URI of this sweep's Ray storage, pyarrow filesystem for s3:// or None for local paths), honouring
-    ``base.storage`` (S3 endpoint and region)."""
-    from raycad.storage import ray_storage
-
-    if not cfg.storage_path:
-        return str((out / "ray").resolve()), None
-    root = f"{cfg.storage_path.rstrip('/')}/{cfg.name}"
-    path, fs = ray_storage(root, cfg.base.storage.endpoint, cfg.base.storage.region)
-    return (root if fs is not None else path), fs
-
-
-def _fs_path(uri: str, fs: Any) -> str:
-    """The path Ray/pyarrow expect next to an explicit filesystem (no scheme)."""
-    return uri[len("s3://"):] if fs is not None and uri.startswith("s3://") else uri
-
-
 def saved_trial_states(experiment_dir: str | Path) -> dict[str, str]:
     """Trial id -> status ("TERMINATED", "RUNNING", "ERROR", ...) from a local Tune experiment's saved state.
 
@@ -414,6 +397,7 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     from ray.data import DataContext
 
     from raycad.baseline import baseline_step
+    from raycad.storage import ray_storage
     from raycad.train.cv import fold_datasets
     from raycad.tune.cleanup import ReleasePlacementGroups, start_registry
     from raycad.tune.progress import TrialProgress
@@ -422,7 +406,10 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     DataContext.get_current().enable_progress_bars = False
     label = safe_name(task.name)
     space = cfg.space.for_base(task.cfg)
-    root, fs = _storage(cfg, out)
+    # The sweep's Ray storage: <storage_path>/<name> (s3:// honours base.storage), else <out>/ray.
+    root = f"{cfg.storage_path.rstrip('/')}/{cfg.name}" if cfg.storage_path else str(out / "ray")
+    root_path, fs = ray_storage(root, cfg.base.storage.endpoint, cfg.base.storage.region)
+    root = root if fs is not None else root_path
     data, num_train = _prepare(task, cfg.materialize)
     log.info("task %s: %d training records, %d classes, max_length %d", task.name, num_train, data.num_classes,
              data.max_length)
@@ -438,7 +425,7 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
                              folds=folds),
         tune.PlacementGroupFactory([{"CPU": cfg.trial_cpu}]),
     )
-    experiment = _fs_path(f"{root}/tune", fs)
+    experiment = f"{root_path}/tune"
     exp_path = f"{experiment}/{label}"
     start_registry()
     callbacks = [ReleasePlacementGroups()] + ([TrialProgress(task.name, cfg.metric)] if show else [])

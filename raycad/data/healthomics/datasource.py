@@ -313,7 +313,11 @@ def _part_uri(spec: ReadSetPart) -> str:
 def _fetcher(spec: ReadSetPart, connection: OmicsConnection, read_path: ReadPath):
     """``fetch(k) -> bytes`` for the parts of ``spec``'s file, through GetReadSet or S3 ranges."""
     if read_path == "s3":
-        fs, path = _s3_filesystem(spec.s3_uri, connection)
+        from raycad.storage import filesystem, is_s3
+
+        if not is_s3(spec.s3_uri or ""):
+            raise HealthOmicsError(f"HealthOmics: {spec.where}: not an S3 URI: {spec.s3_uri!r}")
+        fs, path, _ = filesystem(spec.s3_uri, connection.s3_endpoint_url, connection.region or "us-east-1")
         handle = fs.open_input_file(path)
         size = handle.size()
         part_size = spec.part_size or math.ceil(size / spec.num_parts)
@@ -333,14 +337,6 @@ def _fetcher(spec: ReadSetPart, connection: OmicsConnection, read_path: ReadPath
             raise explain(err, f"get {spec.where.rsplit(' part ', 1)[0]} part {k + 1}/{spec.num_parts}") from None
 
     return fetch_api
-
-
-def _s3_filesystem(s3_uri: str | None, connection: OmicsConnection):
-    from raycad.storage import s3_filesystem
-
-    if not s3_uri or not s3_uri.startswith("s3://"):
-        raise HealthOmicsError(f"HealthOmics: not an S3 URI: {s3_uri!r}")
-    return s3_filesystem(connection.s3_endpoint_url, connection.region or "us-east-1"), s3_uri[len("s3://"):]
 
 
 def _read_part(spec: ReadSetPart, connection: OmicsConnection, label_policy: LabelPolicy,

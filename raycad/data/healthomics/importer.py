@@ -49,6 +49,7 @@ from raycad.data.healthomics.client import (
 )
 from raycad.data.healthomics.progress import transfer, waiting
 from raycad.runtime import get_logger
+from raycad.storage import split_s3
 
 log = get_logger("raycad.data.healthomics")
 
@@ -394,22 +395,13 @@ def existing_read_sets(client, store_id: str, subject_ids: set[str]) -> dict[str
 # ---- upload and import -------------------------------------------------------------------------------------------
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    from raycad.storage import StorageError, split_s3
-
-    try:
-        return split_s3(uri)
-    except StorageError:
-        raise ConfigError(f"staging_uri must be s3://bucket/prefix, got {uri!r}") from None
-
-
 def upload(cfg: OmicsImportConfig, shards: list[_Shard]) -> dict[str, str]:
     """Upload shard files to the staging prefix (skipping objects already there with the same digest)."""
     from boto3.s3.transfer import TransferConfig
 
     if not cfg.staging_uri:
         raise ConfigError("staging_uri is required to import new read sets (s3://bucket/prefix)")
-    bucket, prefix = _split_s3(cfg.staging_uri)
+    bucket, prefix = split_s3(cfg.staging_uri, "staging_uri")
     s3 = s3_client(cfg.connection())
     transfer_config = TransferConfig(multipart_threshold=cfg.multipart_threshold,
                                      multipart_chunksize=cfg.multipart_chunksize)

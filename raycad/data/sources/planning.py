@@ -31,6 +31,7 @@ from raycad.data.sources.options import (
     read_options,
 )
 from raycad.runtime import get_logger
+from raycad.storage import filesystem
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -97,16 +98,6 @@ def _assign_file_labels(files: list[SourceFile], opts: ReadOptions) -> tuple[lis
     return files, names
 
 
-def _filesystem(uri: str, opts: ReadOptions) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, path inside it, prefix to show users) for a local path or an s3:// URI."""
-    from raycad.storage import StorageError, filesystem
-
-    try:
-        return filesystem(uri, opts.s3_endpoint, opts.s3_region)
-    except StorageError as err:
-        raise SourceError(str(err)) from None
-
-
 def _list_uri(uri: str, *, split: str | None, opts: ReadOptions) -> tuple[pafs.FileSystem, list[SourceFile]]:
     import pyarrow.fs as pafs
 
@@ -118,7 +109,7 @@ def _list_uri(uri: str, *, split: str | None, opts: ReadOptions) -> tuple[pafs.F
         format = "parquet"
     elif format == "hf":  # the hub's parquet layout copied to S3
         format = "parquet"
-    fs, path, scheme = _filesystem(uri, opts)
+    fs, path, scheme = filesystem(uri, opts.s3_endpoint, opts.s3_region, error=SourceError)
     display = f"{scheme}{path}" if scheme else path
     try:
         if any(c in path for c in _GLOB_CHARS):
@@ -294,7 +285,7 @@ def _apply_manifest(files: list[SourceFile], opts: ReadOptions) -> tuple[list[So
     """Labels from a CSV/TSV manifest: columns (path|file, label) label whole files, (id, label) records."""
     import pyarrow.csv as pacsv
 
-    fs, path, scheme = _filesystem(opts.manifest, opts)
+    fs, path, scheme = filesystem(opts.manifest, opts.s3_endpoint, opts.s3_region, error=SourceError)
     display = f"{scheme}{path}" if scheme else path
     try:
         with fs.open_input_stream(path, compression="detect") as stream:
