@@ -248,14 +248,14 @@ def _start_local(ray: Any, kwargs: dict[str, Any]) -> None:
     `init_ray` in the same process starts a fresh instance instead of joining a dead one.
 
     Ray's raylet starts its workers at niceness 15 (``RAY_worker_niceness``) so that a cluster's own daemons stay
-    responsive; in a private instance the workers (Train workers, predict actors) *are* the job, and at nice 15
-    they lose the CPU to every other process on the machine (measured: a masked-LM step at 0.84x of the same
-    loop run in the driver). They start at the driver's priority unless ``RAY_worker_niceness`` says otherwise.
+    responsive; in a private instance the workers (Train workers, predict actors) *are* the job, so they start
+    at the driver's priority unless ``RAY_worker_niceness`` says otherwise.
     """
     from ray.util import get_node_ip_address
 
     port = _free_port()
     env = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}",
+           # at nice 15 a masked-LM step in a worker ran at 0.84x of the same loop in the driver
            "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0")}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -4,8 +4,8 @@ A trial's `TorchTrainer` runs its controller as a child actor of the Tune trial 
 creates the workers' placement group. Placement groups live as long as the *job*, not their creating actor,
 so when Tune ends a trial (finished, stopped by ASHA, or failed) the group can outlive it: Ray Train's own
 ``PlacementGroupCleaner`` only acts when the Ray State API answers (a dashboard is running and exactly one
-Ray instance is visible), and on a 2-CPU machine a single leaked group (1 CPU) starves every later trial
-(what was seen without this: BENCHMARKS.md, tuning section).
+Ray instance is visible), and on a small machine a single leaked group (1 CPU) starves every later trial
+(BENCHMARKS.md, tuning).
 
 `PlacementGroupRecorder` (a Ray Train worker-group callback, inside the controller) records the group of each
 worker group it starts in `PlacementGroupRegistry` (a zero-CPU actor owned by the sweep driver);
@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+
+# Private (Ray Train V2 `_internal`): no public callback sees a worker group or its placement group.
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.tune import Callback
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group

@@ -17,8 +17,8 @@ Resources: a trial's own process only waits on its `TorchTrainer`, so it asks fo
 (``trial_cpu``; Tune rejects 0); the workers get their own placement group (`resolve_cpus_per_worker`);
 Ray Data's tasks run outside those groups and need a whole free CPU each, so concurrency leaves one CPU free
 (`default_max_concurrent`) and each task's data is materialized once before its trials start;
-`raycad.tune.cleanup` releases a stopped trial's worker placement group. BENCHMARKS.md (tuning) has what was
-measured on 2 cores with Ray 2.60.
+`raycad.tune.cleanup` releases a stopped trial's worker placement group. BENCHMARKS.md (tuning) has the
+numbers.
 
 An interrupted sweep resumes with `resume_sweep` / ``raycad tune --resume DIR``: finished tasks are kept,
 an unfinished task's Tune experiment is restored (`Tuner.restore`: finished trials are kept, interrupted ones
