@@ -3,8 +3,9 @@
 The vocabulary is that of the released Caduceus checkpoints: seven special tokens ``[CLS]=0 [SEP]=1
 [BOS]=2 [MASK]=3 [PAD]=4 [RESERVED]=5 [UNK]=6`` followed by the bases ``A=7 C=8 G=9 T=10 N=11``.
 Lower-case (soft-masked) bases map to upper case, whitespace is removed, and every other character maps
-to ``[UNK]`` (or to ``N``, or is rejected, by an explicit option) and is counted. Sequences are padded on
-the left by default, like the authors' Hugging Face tokenizer.
+to ``[UNK]`` (or to ``N``, by an explicit option) and is counted. Rejecting records is the record
+contract's job (`raycad.data.records`), not the tokenizer's. Sequences are padded on the left by default,
+like the authors' Hugging Face tokenizer.
 
 Instead of a Python loop per character, all sequences of a batch are concatenated into one byte buffer
 (an Arrow ``string`` column already is one), mapped through a 256-entry lookup table in one numpy call,
@@ -36,7 +37,7 @@ VOCAB_SIZE = len(VOCAB)
 COMPLEMENT_MAP: dict[int, int] = {i: i for i in range(VOCAB_SIZE)} | {A_ID: T_ID, C_ID: G_ID, G_ID: C_ID, T_ID: A_ID}
 """The complement of every token id: A<->T, C<->G; specials and N are their own complement."""
 
-InvalidPolicy = Literal["unk", "n", "reject"]
+InvalidPolicy = Literal["unk", "n"]
 Side = Literal["left", "right"]
 TruncationSide = Literal["left", "right", "center"]
 
@@ -44,7 +45,7 @@ TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 # Lookup codes that are not token ids.
 _DROP = 255      # whitespace and UTF-8 continuation bytes: removed
-_INVALID = 254   # any other character: [UNK], N or rejected, by policy
+_INVALID = 254   # any other character: [UNK] or N, by policy
 
 
 def _build_table() -> np.ndarray:
@@ -134,7 +135,7 @@ class CaduceusTokenizer:
         padding_side: "left" (the default of the released checkpoints) or "right".
         truncation_side: which end is cut from an over-long sequence: "right" keeps the start (the Hugging
             Face default, used by the paper), "left" keeps the end, "center" keeps the middle.
-        invalid: characters outside ACGTN (after upper-casing): "unk" -> [UNK], "n" -> N, "reject" -> error.
+        invalid: characters outside ACGTN (after upper-casing): "unk" -> [UNK], "n" -> N.
     """
 
     model_input_names: ClassVar[list[str]] = ["input_ids"]
@@ -145,8 +146,8 @@ class CaduceusTokenizer:
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         if truncation_side not in ("left", "right", "center"):
             raise ValueError(f"truncation_side must be 'left', 'right' or 'center', not {truncation_side!r}")
-        if invalid not in ("unk", "n", "reject"):
-            raise ValueError(f"invalid must be 'unk', 'n' or 'reject', not {invalid!r}")
+        if invalid not in ("unk", "n"):
+            raise ValueError(f"invalid must be 'unk' or 'n', not {invalid!r}")
         self.model_max_length = int(model_max_length)
         self.padding_side: Side = padding_side
         self.truncation_side: TruncationSide = truncation_side
@@ -191,7 +192,6 @@ class CaduceusTokenizer:
 
         ``sequences`` is a list of str/bytes, a numpy array of them, or a pyarrow (large_)string array or
         chunked array (used zero-copy). ``max_length=None`` pads to the longest record (no truncation).
-        With ``invalid="reject"`` a `ValueError` names the first offending record.
         """
         codes, offsets, lengths, n_invalid = self._prepare(sequences, invalid or self.invalid)
         width = int(lengths.max(initial=0)) if max_length is None else int(max_length)
@@ -206,13 +206,6 @@ class CaduceusTokenizer:
         codes, offsets = _lookup(data, offsets)
         n_invalid = _count_invalid(codes, offsets)
         if n_invalid.any():
-            if invalid == "reject":
-                row = int(np.flatnonzero(n_invalid)[0])
-                text = bytes(data[offsets[row]:offsets[row + 1]]) if len(data) == len(codes) else \
-                    _record_bytes(sequences, row)
-                bad = sorted({chr(b) if b < 128 else "non-ASCII" for b in text if _TABLE_BYTES[b] == _INVALID})
-                raise ValueError(f"record {row}: {int(n_invalid[row])} character(s) outside ACGTN "
-                                 f"({', '.join(map(repr, bad))}) and invalid='reject'")
             codes[codes == _INVALID] = UNK_ID if invalid == "unk" else N_ID
         return codes, offsets, np.diff(offsets), n_invalid
 
@@ -396,12 +389,6 @@ def _count_invalid(codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     before = np.zeros(len(codes) + 1, dtype=np.int64)
     np.cumsum(codes == _INVALID, out=before[1:])
     return np.diff(before[offsets])
-
-
-def _record_bytes(sequences: Any, row: int) -> bytes:
-    item = sequences[row]
-    item = item.as_py() if hasattr(item, "as_py") else item
-    return item.encode() if isinstance(item, str) else bytes(item)
 
 
 def _truncation_starts(lengths: np.ndarray, kept: np.ndarray, side: TruncationSide) -> np.ndarray:
