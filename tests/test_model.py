@@ -349,6 +349,28 @@ def test_gradient_checkpointing_matches():
         assert torch.allclose(param.grad, grads[name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("rcps", [True, False])
+def test_fused_batch_major_mixer_matches_chunked(rcps, monkeypatch):
+    """With the fused scan the mixer runs batch-major (numba conv and scan on [B, L, *] storage); its logits and
+    every parameter gradient equal the time-major chunked path's."""
+    pytest.importorskip("numba")
+    from raycad.model import scan
+
+    torch.manual_seed(0)
+    model = CaduceusForSequenceClassification(tiny_config(rcps=rcps)).train()
+    ids, labels = random_ids(), torch.tensor([0, 1, 1])
+    results = {}
+    for impl in ("chunked", "fused"):
+        monkeypatch.setattr(scan, "_configured", impl)
+        model.zero_grad()
+        out = model(ids, labels=labels)
+        out.loss.backward()
+        results[impl] = {"logits": out.logits.detach(), **{n: p.grad.clone() for n, p in model.named_parameters()}}
+    assert scan.scan_path() == "fused"
+    for name, want in results["chunked"].items():
+        assert max_err(results["fused"][name], want) <= 1e-5 * (want.abs().max().item() + 1e-12), name
+
+
 def test_unfused_rcps_layout_loads_and_differs(reference, tmp_path):
     """The unfused RCPS checkpoints name norms ``norm.submodule.weight``; their math has no half-swap."""
     case = reference / "caduceus_ps_tiny"

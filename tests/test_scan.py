@@ -219,12 +219,26 @@ needs_numba = pytest.mark.skipif(
 @contextlib.contextmanager
 def fused_blocks(chunk: int, width: int):
     """Small chunks / channel blocks, so short test sequences cross chunk and block boundaries."""
-    saved = scan.FUSED_CHUNK, scan.FUSED_WIDTH
-    scan.FUSED_CHUNK, scan.FUSED_WIDTH = chunk, width
+    saved = scan.FUSED_CHUNK, scan.FUSED_WIDTH, scan.FUSED_SPLIT_WIDTH
+    scan.FUSED_CHUNK, scan.FUSED_WIDTH, scan.FUSED_SPLIT_WIDTH = chunk, width, width
     try:
         yield
     finally:
-        scan.FUSED_CHUNK, scan.FUSED_WIDTH = saved
+        scan.FUSED_CHUNK, scan.FUSED_WIDTH, scan.FUSED_SPLIT_WIDTH = saved
+
+
+def time_major(inputs: dict) -> dict:
+    """The same inputs as ``[b, d, l]`` / ``[b, (g,) n, l]`` views of time-major storage (as the chunked model's)."""
+    def view(v):
+        if v.dim() < 3:
+            return v
+        order = (v.dim() - 1, *range(v.dim() - 1))
+        return v.detach().permute(order).contiguous().permute(*range(1, v.dim()), 0).requires_grad_()
+    return {k: view(v) for k, v in inputs.items()}
+
+
+def stored_time_major(out: torch.Tensor) -> bool:
+    return out.permute(2, 0, 1).is_contiguous()
 
 
 @needs_numba
@@ -242,12 +256,17 @@ def test_fused_matches_reference(use, softplus, last, bc):
 
 @needs_numba
 @pytest.mark.parametrize("length", [1, 65])
-def test_fused_default_blocks_model_shape(length):
-    """Default chunk (64) and block width (64) with 2 groups of 70 channels (a full block + 6), n = 16."""
+@pytest.mark.parametrize("layout", ["batch_major", "time_major"])
+def test_fused_default_blocks_model_shape(length, layout):
+    """Default chunk (32: 65 steps = 2 chunks + 1) and blocks (a whole group of 70 channels), n = 16, in both
+    kernel layouts (chosen by the storage of ``u``; the output is a view of the layout used)."""
     inputs = make_inputs(b=2, d=140, n=16, l=length, bc="grouped", seed=length)
+    if layout == "time_major":
+        inputs = time_major(inputs)
     use = ("D", "z", "delta_bias")
-    assert_close(run(selective_scan_fused, inputs, use, True, True),
-                 run(selective_scan_reference, inputs, use, True, True), rtol=1e-5)
+    got = run(selective_scan_fused, inputs, use, True, True)
+    assert stored_time_major(got["out"]) == (layout == "time_major" or length == 1)  # L = 1: both layouts
+    assert_close(got, run(selective_scan_reference, inputs, use, True, True), rtol=1e-5)
 
 
 @needs_numba
@@ -267,8 +286,10 @@ def test_fused_threads_split_channels():
 
 
 @needs_numba
-def test_fused_gradcheck_float64():
+@pytest.mark.parametrize("tm", [False, True])
+def test_fused_gradcheck_float64(tm):
     inputs = {k: v.detach().double().requires_grad_() for k, v in make_inputs(b=2, d=4, n=2, l=7, bc="grouped").items()}
+    inputs = time_major(inputs) if tm else inputs
 
     def fn(u, delta, A, B, C, D, z, delta_bias):
         return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True, return_last_state=True)
@@ -329,11 +350,12 @@ def test_fused_low_precision_and_no_grad():
 @given(
     b=st.integers(1, 3), d=st.sampled_from([2, 4, 6, 10]), n=st.integers(1, 5), l=st.integers(1, 30),
     chunk=st.integers(1, 12), width=st.integers(1, 8), bc=st.sampled_from(["variable", "grouped"]),
-    softplus=st.booleans(), seed=st.integers(0, 10_000),
+    softplus=st.booleans(), seed=st.integers(0, 10_000), tm=st.booleans(),
 )
 @needs_numba
-def test_fused_random_shapes(b, d, n, l, chunk, width, bc, softplus, seed):
+def test_fused_random_shapes(b, d, n, l, chunk, width, bc, softplus, seed, tm):
     inputs = make_inputs(b=b, d=d, n=n, l=l, bc=bc, seed=seed)
+    inputs = time_major(inputs) if tm else inputs
     use = ("D", "z", "delta_bias")
     want = run(selective_scan_reference, inputs, use, softplus, True)
     with fused_blocks(chunk, width):
@@ -398,18 +420,23 @@ def test_model_scan_impl_config_reaches_the_scan(monkeypatch):
 
 
 @needs_numba
-@pytest.mark.parametrize("length", [1, 2, 9])
-def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length):
-    """The numba depthwise causal conv (used when the scan runs fused) against the shifted multiply-adds."""
+@pytest.mark.parametrize("length,batch_major", [(1, False), (2, False), (9, False), (9, True)])
+def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major):
+    """The numba depthwise causal conv (used when the scan runs fused) against the shifted multiply-adds, on
+    time-major storage and on the [L, B, C] view of batch-major storage (the fused mixer's)."""
     from raycad.model.modeling import _causal_conv_silu
 
     g = torch.Generator().manual_seed(length)
     x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((length, 3, 5), (5, 4), (5,)))
+    if batch_major:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)
 
     def value_and_grads(impl):
         monkeypatch.setattr(scan, "_configured", impl)
-        args = [t.clone().requires_grad_() for t in (x, w, b)]
+        args = [(t.detach() if t is x else t.clone()).requires_grad_() for t in (x, w, b)]
         out = _causal_conv_silu(*args)
+        if impl == "fused" and length > 1:
+            assert out.transpose(0, 1).is_contiguous() == batch_major
         grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), args)
         return {"out": out, **dict(zip(("x", "w", "b"), grads))}
 

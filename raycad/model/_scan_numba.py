@@ -7,9 +7,9 @@ The kernels do the whole of `raycad.model.scan.selective_scan_reference` in one 
     x[t]      = exp(delta'[t] A) x[t-1] + delta'[t] u[t] B[t]
     out[t]    = (sum_n C[t] x[t] + D u[t]) * silu(z[t])                (the gate only when z is given)
 
-Everything is time-major, as in raycad's model: ``u``, ``delta``, ``z`` and ``out`` are ``[L, b, d]``,
-input-dependent ``B``/``C`` ``[L, b, g, n]`` (channels split into ``g`` equal groups of ``h = d / g``), ``A`` is
-given transposed as ``[n, d]``. One parallel task is a (batch row, group, split) triple; it walks its channels
+``u``, ``delta``, ``z`` and ``out`` are ``[L, b, d]`` (time-major) or ``[b, L, d]`` (batch-major, the faster:
+see the kernels' section), input-dependent ``B``/``C`` ``[L, b, g, n]`` / ``[b, L, g, n]`` (channels split into ``g``
+equal groups of ``h = d / g``), ``A`` is given transposed as ``[n, d]``. One parallel task is a (batch row, group, split) triple; it walks its channels
 in blocks of ``W`` and, for each block, the whole sequence with the block's ``[n, W]`` state in L1, so every
 input is read once per pass and the output written once. Nothing of size ``L * b * d * n`` exists: the forward
 keeps the state entering every ``T``-step chunk (``L / T`` states), and the backward recomputes a chunk's
@@ -190,17 +190,40 @@ def _input_back_row(gdu, gdtA, dt, sig, i, u, D, r, c0, w, gy, softplus, gu, gde
 
 
 # ---- the kernels ----------------------------------------------------------------------------------------------
+# ``batch_major`` selects the layout of the ``[*, *, d]`` arrays and of B/C: time-major ``[L, b, d]`` /
+# ``[L, b, g, n]`` (a task's rows are ``b * d`` apart: a new page every step) or batch-major ``[b, L, d]`` /
+# ``[b, L, g, n]`` (a task walks its own contiguous slab; up to 2x faster at L = 1024).
+
+
+@njit(inline="always")
+def _layout(shape, batch_major):
+    """(length, batch) of a ``[*, *, d]`` array in the given layout."""
+    if batch_major:
+        return shape[1], shape[0]
+    return shape[0], shape[1]
+
+
+@njit(inline="always")
+def _strides(batch_major, length, batch, row):
+    """(time stride, batch stride) in elements of an array whose per-(step, batch row) record has ``row``
+    elements (``d``, or ``g * n`` for B/C)."""
+    if batch_major:
+        return U(row), U(length) * U(row)
+    return U(batch) * U(row), U(row)
 
 
 @njit(parallel=True, cache=True, **JIT)
-def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, k, chunk, width, n_splits, out, last, states):
-    """Forward: ``out`` [L, b, d] and ``last`` [b, d, n]; ``states`` [L/T, b, n, d] receives the state entering each
-    chunk (when its first dimension is > 0). ``A2t`` is A^T, times log2(e) in float32 (see `_decay`); ``z`` is
-    ignored unless ``gate``; pass zeros for an absent ``D`` or ``bias``."""
-    length, batch, dim = u.shape
-    n_groups, n_state = Bm.shape[2], Bm.shape[3]
+def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, batch_major, k, chunk, width, n_splits, out,
+                 last, states):
+    """Forward: ``out`` (``u``'s layout) and ``last`` [b, d, n]; ``states`` [L/T, b, n, d] receives the state
+    entering each chunk (when its first dimension is > 0). ``A2t`` is A^T, times log2(e) in float32 (see
+    `_decay`); ``z`` is ignored unless ``gate``; pass zeros for an absent ``D`` or ``bias``."""
+    length, batch = _layout(u.shape, batch_major)
+    dim, n_groups, n_state = u.shape[2], Bm.shape[2], Bm.shape[3]
     head = dim // n_groups
     save = states.shape[0] > 0
+    st, sb = _strides(batch_major, length, batch, dim)
+    stB, sbB = _strides(batch_major, length, batch, n_groups * n_state)
     uf, df, zf, of, af = u.reshape(-1), delta.reshape(-1), z.reshape(-1), out.reshape(-1), A2t.reshape(-1)
     bf, cf, sf = Bm.reshape(-1), Cm.reshape(-1), states.reshape(-1)
     N, Dm, Wd = U(n_state), U(dim), U(width)
@@ -216,8 +239,8 @@ def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, k, chunk, wi
             w = U(min(width, (g + 1) * head - (g * head + blk * width)))
             x[:] = 0
             for t in range(length):
-                r = U(t * batch + b) * Dm + c0
-                bc = (U(t * batch + b) * U(n_groups) + U(g)) * N
+                r = U(t) * st + U(b) * sb + c0
+                bc = U(t) * stB + U(b) * sbB + U(g) * N
                 if save and t % chunk == 0:
                     for n in range(N):
                         so = (U(t // chunk * batch + b) * N + n) * Dm + c0
@@ -237,24 +260,77 @@ def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, k, chunk, wi
                     last[b, c0 + h, n] = x[n * Wd + h]
 
 
+@njit(inline="always", **JIT)
+def _recompute_chunk(df, bias, uf, af, bf, cf, sf, so, r0, st, bc0, stB, nt, c0, w, N, Dm, Wd, softplus, k,
+                     X, dA, dt, du, sig, y):
+    """A chunk's states ``X`` (``X[i + 1]`` = after step i; ``X[0]`` loaded from the saved entry state at ``sf[so]``,
+    rows ``n * Dm`` apart), decay factors ``dA``, ``dt``/``du``/``sig`` and pre-gate outputs ``y`` ([T, n, W] and
+    [T, W] block buffers), from the chunk's first input row ``r0`` and B/C record ``bc0``."""
+    NW = N * Wd
+    for n in range(N):
+        for h in range(w):
+            X[n * Wd + h] = sf[so + n * Dm + h]
+    for i in range(U(nt)):
+        r, bc, iw = r0 + i * st, bc0 + i * stB, i * Wd
+        _delta_row(df, bias, uf, r, c0, w, softplus, k, dt, du, sig, iw)
+        for h in range(w):
+            y[iw + h] = 0
+        for n in range(N):
+            b_n, c_n, ao = bf[bc + n], cf[bc + n], n * Dm + c0
+            xo, eo = i * NW + n * Wd, (i + U(1)) * NW + n * Wd
+            for h in range(w):
+                d = _decay(dt[iw + h] * af[ao + h], k)
+                dA[xo + h] = d
+                xv = d * X[xo + h] + du[iw + h] * b_n
+                X[eo + h] = xv
+                y[iw + h] += xv * c_n
+
+
+@njit(inline="always", **JIT)
+def _adjoint_step(i, bf, cf, atf, bc, pc, c0, w, N, Dm, Wd, k, X, dA, dt, du, gy, G, gAb, gdu, gdtA, gbf, gcf):
+    """One step of the adjoint recurrence for a block: ``G <- exp(delta' A) (G + C gy)``; accumulates
+    ``gdu = dL/d(delta' u)``, ``gdtA = dL/d(delta')`` through the decay, the block's ``gA`` and the step's
+    B/C gradients (at ``pc``)."""
+    NW, iw = N * Wd, i * Wd
+    for h in range(w):
+        gdu[h] = 0
+        gdtA[h] = 0
+    for n in range(N):
+        b_n, c_n, ao, go = bf[bc + n], cf[bc + n], n * Dm + c0, n * Wd
+        xo, eo = i * NW + n * Wd, (i + U(1)) * NW + n * Wd
+        sum_c = k[9]
+        sum_b = k[9]
+        for h in range(w):
+            gv = G[go + h] + c_n * gy[h]
+            sum_c += gy[h] * X[eo + h]
+            sum_b += gv * du[iw + h]
+            gdu[h] += gv * b_n
+            q = gv * dA[xo + h] * X[xo + h]
+            gdtA[h] += q * atf[ao + h]
+            gAb[go + h] += q * dt[iw + h]
+            G[go + h] = gv * dA[xo + h]
+        gcf[pc + n] += sum_c
+        gbf[pc + n] += sum_b
+
+
 @njit(parallel=True, cache=True, **JIT)
-def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, k, chunk, width, n_splits, states, gout,
-                  glast, gu, gdelta, gz, gD, gbias, gA, gBp, gCp):
-    """Backward of `scan_forward`. Writes ``gu``, ``gdelta``, ``gz`` (when ``gate``) [L, b, d], per batch row
-    ``gD``, ``gbias`` [b, d] and ``gA`` [b, d, n], per split ``gBp``/``gCp`` [S, L, b, g, n] (zero-initialised,
+def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_major, k, chunk, width, n_splits,
+                  states, gout, glast, gu, gdelta, gz, gD, gbias, gA, gBp, gCp):
+    """Backward of `scan_forward`. Writes ``gu``, ``gdelta``, ``gz`` (when ``gate``; ``u``'s layout), per batch
+    row ``gD``, ``gbias`` [b, d] and ``gA`` [b, d, n], per split ``gBp``/``gCp`` [S, *B.shape] (zero-initialised,
     accumulated). ``glast`` is [b, d, n] (zeros when the last state has no gradient)."""
-    length, batch, dim = u.shape
-    n_groups, n_state = Bm.shape[2], Bm.shape[3]
+    length, batch = _layout(u.shape, batch_major)
+    dim, n_groups, n_state = u.shape[2], Bm.shape[2], Bm.shape[3]
     head = dim // n_groups
-    n_chunks = states.shape[0]
+    st, sb = _strides(batch_major, length, batch, dim)
+    stB, sbB = _strides(batch_major, length, batch, n_groups * n_state)
     uf, df, zf, af, atf = u.reshape(-1), delta.reshape(-1), z.reshape(-1), A2t.reshape(-1), At.reshape(-1)
     bf, cf, sf, gof = Bm.reshape(-1), Cm.reshape(-1), states.reshape(-1), gout.reshape(-1)
     guf, gdf, gzf, gbf, gcf = gu.reshape(-1), gdelta.reshape(-1), gz.reshape(-1), gBp.reshape(-1), gCp.reshape(-1)
     N, Dm, Wd = U(n_state), U(dim), U(width)
-    NW = N * Wd
     for task in prange(batch * n_groups * n_splits):
         b, g, s, blk0, blk1 = _task_blocks(task, n_groups, n_splits, head, width)
-        X = np.empty((chunk + 1) * n_state * width, u.dtype)  # X[i + 1] = state after step i of the chunk
+        X = np.empty((chunk + 1) * n_state * width, u.dtype)
         dA = np.empty(chunk * n_state * width, u.dtype)
         dt = np.empty(chunk * width, u.dtype)
         du = np.empty(chunk * width, u.dtype)
@@ -262,11 +338,8 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, k, chun
         y = np.empty(chunk * width, u.dtype)
         G = np.empty(n_state * width, u.dtype)                # exp(delta'[t+1] A) G[t+1]
         gAb = np.empty(n_state * width, u.dtype)
-        gDb = np.empty(width, u.dtype)
-        gbb = np.empty(width, u.dtype)
-        gy = np.empty(width, u.dtype)
-        gdu = np.empty(width, u.dtype)
-        gdtA = np.empty(width, u.dtype)
+        gDb, gbb, gy = np.empty(width, u.dtype), np.empty(width, u.dtype), np.empty(width, u.dtype)
+        gdu, gdtA = np.empty(width, u.dtype), np.empty(width, u.dtype)
         for blk in range(blk0, blk1):
             c0 = U(g * head + blk * width)
             w = U(min(width, (g + 1) * head - (g * head + blk * width)))
@@ -276,60 +349,20 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, k, chun
             gAb[:] = 0
             gDb[:] = 0
             gbb[:] = 0
-            for kc in range(n_chunks - 1, -1, -1):
-                t0 = kc * chunk
-                nt = min(chunk, length - t0)
-                # Recompute the chunk's states, decay factors and pre-gate outputs from its entry state.
-                for n in range(N):
-                    so = (U(kc * batch + b) * N + n) * Dm + c0
-                    for h in range(w):
-                        X[n * Wd + h] = sf[so + h]
-                for i in range(U(nt)):
-                    t = U(t0) + i
-                    r = (t * U(batch) + U(b)) * Dm + c0
-                    bc = ((t * U(batch) + U(b)) * U(n_groups) + U(g)) * N
-                    iw = i * Wd
-                    _delta_row(df, bias, uf, r, c0, w, softplus, k, dt, du, sig, iw)
-                    for h in range(w):
-                        y[iw + h] = 0
-                    for n in range(N):
-                        b_n, c_n, ao = bf[bc + n], cf[bc + n], n * Dm + c0
-                        xo, eo = i * NW + n * Wd, (i + U(1)) * NW + n * Wd
-                        for h in range(w):
-                            d = _decay(dt[iw + h] * af[ao + h], k)
-                            dA[xo + h] = d
-                            xv = d * X[xo + h] + du[iw + h] * b_n
-                            X[eo + h] = xv
-                            y[iw + h] += xv * c_n
-                # Adjoint recurrence, newest step first.
-                for ii in range(nt - 1, -1, -1):
+            for kc in range(states.shape[0] - 1, -1, -1):
+                t0 = U(kc * chunk)
+                nt = min(chunk, length - kc * chunk)
+                _recompute_chunk(df, bias, uf, af, bf, cf, sf, U(kc * batch + b) * N * Dm + c0,
+                                 t0 * st + U(b) * sb + c0, st, t0 * stB + U(b) * sbB + U(g) * N, stB, nt, c0, w, N,
+                                 Dm, Wd, softplus, k, X, dA, dt, du, sig, y)
+                for ii in range(nt - 1, -1, -1):  # newest step first
                     i = U(ii)
-                    t = U(t0) + i
-                    r = (t * U(batch) + U(b)) * Dm + c0
-                    bc = ((t * U(batch) + U(b)) * U(n_groups) + U(g)) * N
-                    pc = (((U(s) * U(length) + t) * U(batch) + U(b)) * U(n_groups) + U(g)) * N
-                    iw = i * Wd
-                    _gate_back_row(gof, y, iw, uf, D, zf, r, c0, w, gate, k, gy, gzf, gDb)
-                    for h in range(w):
-                        gdu[h] = 0
-                        gdtA[h] = 0
-                    for n in range(N):
-                        b_n, c_n, ao, go = bf[bc + n], cf[bc + n], n * Dm + c0, n * Wd
-                        xo, eo = i * NW + n * Wd, (i + U(1)) * NW + n * Wd
-                        sum_c = k[9]
-                        sum_b = k[9]
-                        for h in range(w):
-                            gv = G[go + h] + c_n * gy[h]
-                            sum_c += gy[h] * X[eo + h]
-                            sum_b += gv * du[iw + h]
-                            gdu[h] += gv * b_n
-                            q = gv * dA[xo + h] * X[xo + h]
-                            gdtA[h] += q * atf[ao + h]
-                            gAb[go + h] += q * dt[iw + h]
-                            G[go + h] = gv * dA[xo + h]
-                        gcf[pc + n] += sum_c
-                        gbf[pc + n] += sum_b
-                    _input_back_row(gdu, gdtA, dt, sig, iw, uf, D, r, c0, w, gy, softplus, guf, gdf, gbb)
+                    r = (t0 + i) * st + U(b) * sb + c0
+                    bc = (t0 + i) * stB + U(b) * sbB + U(g) * N
+                    _gate_back_row(gof, y, i * Wd, uf, D, zf, r, c0, w, gate, k, gy, gzf, gDb)
+                    _adjoint_step(i, bf, cf, atf, bc, U(s) * U(length * batch) * U(n_groups) * N + bc, c0, w, N, Dm,
+                                  Wd, k, X, dA, dt, du, gy, G, gAb, gdu, gdtA, gbf, gcf)
+                    _input_back_row(gdu, gdtA, dt, sig, i * Wd, uf, D, r, c0, w, gy, softplus, guf, gdf, gbb)
             for n in range(N):
                 for h in range(w):
                     gA[b, c0 + h, n] = gAb[n * Wd + h]
@@ -339,30 +372,33 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, k, chun
 
 
 @njit(parallel=True, cache=True, **JIT)
-def conv_forward(x, wT, bias, out):
-    """Causal depthwise conv1d on time-major ``x`` [L, b, c] with ``wT`` [K, c] (the weight transposed) and
-    ``bias`` [c]: ``out[t] = bias + sum_k wT[k] x[t - K + 1 + k]`` (terms before the start left out)."""
-    length, batch, chans = x.shape
-    kernel = wT.shape[0]
+def conv_forward(x, wT, bias, batch_major, out):
+    """Causal depthwise conv1d on ``x`` [L, b, c] (or [b, L, c] when ``batch_major``; ``out`` alike) with ``wT``
+    [K, c] (the weight transposed) and ``bias`` [c]: ``out[t] = bias + sum_k wT[k] x[t - K + 1 + k]`` (terms
+    before the start left out)."""
+    length, batch = _layout(x.shape, batch_major)
+    chans, kernel = x.shape[2], wT.shape[0]
+    st, sb = _strides(batch_major, length, batch, chans)
     xf, of, wf = x.reshape(-1), out.reshape(-1), wT.reshape(-1)
     C = U(chans)
     for b in prange(batch):
         for t in range(length):
-            r = U(t * batch + b) * C
+            r = U(t) * st + U(b) * sb
             for c in range(C):
                 of[r + c] = bias[c]
             for k in range(max(0, kernel - 1 - t), kernel):
-                rs, wo = U((t - kernel + 1 + k) * batch + b) * C, U(k) * C
+                rs, wo = U(t - kernel + 1 + k) * st + U(b) * sb, U(k) * C
                 for c in range(C):
                     of[r + c] += wf[wo + c] * xf[rs + c]
 
 
 @njit(parallel=True, cache=True, **JIT)
-def conv_backward(x, wT, gout, gx, gw_rows, gb_rows):
-    """Backward of `conv_forward`: ``gx`` [L, b, c]; per batch row the weight gradient ``gw_rows`` [b, K, c]
-    and the bias gradient ``gb_rows`` [b, c]."""
-    length, batch, chans = x.shape
-    kernel = wT.shape[0]
+def conv_backward(x, wT, gout, batch_major, gx, gw_rows, gb_rows):
+    """Backward of `conv_forward`: ``gx`` (``x``'s layout); per batch row the weight gradient ``gw_rows``
+    [b, K, c] and the bias gradient ``gb_rows`` [b, c]."""
+    length, batch = _layout(x.shape, batch_major)
+    chans, kernel = x.shape[2], wT.shape[0]
+    st, sb = _strides(batch_major, length, batch, chans)
     xf, gof, gxf, wf, gwf, gbf = x.reshape(-1), gout.reshape(-1), gx.reshape(-1), wT.reshape(-1), \
         gw_rows.reshape(-1), gb_rows.reshape(-1)
     C = U(chans)
@@ -371,12 +407,12 @@ def conv_backward(x, wT, gout, gx, gw_rows, gb_rows):
         gb_rows[b] = 0
         bo = U(b) * C
         for s in range(length):
-            r = U(s * batch + b) * C
+            r = U(s) * st + U(b) * sb
             for c in range(C):
                 gxf[r + c] = 0
                 gbf[bo + c] += gof[r + c]
             for k in range(max(0, s + kernel - length), kernel):
-                rt, wo, gwo = U((s + kernel - 1 - k) * batch + b) * C, U(k) * C, U(b * kernel + k) * C
+                rt, wo, gwo = U(s + kernel - 1 - k) * st + U(b) * sb, U(k) * C, U(b * kernel + k) * C
                 for c in range(C):  # the output step t = s + K - 1 - k reads x[s] with tap k
                     gxf[r + c] += gof[rt + c] * wf[wo + c]
                     gwf[gwo + c] += gof[rt + c] * xf[r + c]

@@ -116,29 +116,34 @@ def _rc_norm(x: Tensor, norm: nn.Module) -> Tensor:
 
 class _FusedCausalConv(torch.autograd.Function):
     """Causal depthwise conv1d (no activation) on time-major ``[L, B, C]`` by the numba CPU kernels that also
-    run the fused selective scan: one pass forward, one backward (no padded copy, no per-tap temporaries)."""
+    run the fused selective scan: one pass forward, one backward (no padded copy, no per-tap temporaries).
+    ``x`` is a contiguous ``[L, B, C]`` tensor, or with ``batch_major`` the ``[L, B, C]`` view of a contiguous
+    ``[B, L, C]`` one; the output and ``x``'s gradient have the same layout."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, batch_major: bool) -> Tensor:
         kernels = fused_scan_kernels()
         wT = weight.t().contiguous()
-        out = torch.empty_like(x)
+        x_k = x.transpose(0, 1) if batch_major else x   # the kernel's contiguous array
+        out = torch.empty_like(x_k)
         b = bias if bias is not None else x.new_zeros(x.shape[-1])
-        kernels.conv_forward(x.detach().numpy(), wT.detach().numpy(), b.detach().contiguous().numpy(),
+        kernels.conv_forward(x_k.detach().numpy(), wT.detach().numpy(), b.detach().contiguous().numpy(), batch_major,
                              out.numpy())
-        ctx.save_for_backward(x, wT)
-        ctx.has_bias = bias is not None
-        return out
+        ctx.save_for_backward(x_k, wT)
+        ctx.has_bias, ctx.batch_major = bias is not None, batch_major
+        return out.transpose(0, 1) if batch_major else out
 
     @staticmethod
     def backward(ctx, gout: Tensor):
         kernels = fused_scan_kernels()
-        x, wT = ctx.saved_tensors
-        batch = x.shape[1]
-        gx, gw_rows, gb_rows = torch.empty_like(x), x.new_empty(batch, *wT.shape), x.new_empty(batch, x.shape[-1])
-        kernels.conv_backward(x.detach().numpy(), wT.detach().numpy(), gout.contiguous().numpy(), gx.numpy(),
+        x_k, wT = ctx.saved_tensors
+        batch = x_k.shape[0 if ctx.batch_major else 1]
+        gout_k = (gout.transpose(0, 1) if ctx.batch_major else gout).contiguous()
+        gx, gw_rows, gb_rows = torch.empty_like(x_k), x_k.new_empty(batch, *wT.shape), x_k.new_empty(batch, x_k.shape[-1])
+        kernels.conv_backward(x_k.detach().numpy(), wT.detach().numpy(), gout_k.numpy(), ctx.batch_major, gx.numpy(),
                               gw_rows.numpy(), gb_rows.numpy())
-        return gx, gw_rows.sum(0).t(), gb_rows.sum(0) if ctx.has_bias else None
+        return (gx.transpose(0, 1) if ctx.batch_major else gx, gw_rows.sum(0).t(),
+                gb_rows.sum(0) if ctx.has_bias else None, None)
 
 
 def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -158,7 +163,8 @@ def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return out.permute(2, 0, 1)
     if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.float64) and scan_path(x.device) == "fused":
         _log_once("conv-numba", "Caduceus depthwise conv: fused numba kernel (cpu)")
-        return F.silu(_FusedCausalConv.apply(x.contiguous(), weight, bias))
+        batch_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+        return F.silu(_FusedCausalConv.apply(x if batch_major else x.contiguous(), weight, bias, batch_major))
     _log_once(f"conv-{x.device.type}", f"Caduceus depthwise conv: pure PyTorch ({x.device.type})")
     dtype = x.dtype
     xpad = F.pad(x.to(weight.dtype), (0, 0, 0, 0, kernel - 1, 0))  # computed in the weights' dtype (fp32)
@@ -251,7 +257,17 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
 
     Direction ``i`` sees the sequence reversed when ``i == 1``. Its channels occupy block ``i`` of a
     ``[L, B, n_dir * d_inner]`` tensor; B/C enter the scan as ``n_dir`` groups. Returns ``[L, B, D]``.
+    When the scan runs fused (numba, CPU) the mixer works batch-major (``[B, L, *]`` storage, time along dim 1),
+    the layout the fused kernels walk fastest; the chunked scan wants time-major storage.
     """
+    if scan_path(h.device) == "fused":
+        return _mix(h.transpose(0, 1).contiguous(), mambas, tied, strategy, time_dim=1).transpose(0, 1).contiguous()
+    return _mix(h, mambas, tied, strategy, time_dim=0)
+
+
+def _mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str, time_dim: int) -> Tensor:
+    """`_bidirectional_mix` on ``h`` with time along ``time_dim`` (0: ``[L, B, D]``, 1: ``[B, L, D]``); every
+    intermediate keeps that layout, and the output too."""
     n_dir = len(mambas)
     first = mambas[0]
     e, r, n = first.d_inner, first.dt_rank, first.d_state
@@ -259,15 +275,15 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     # Input projection: shared when tied (per position, so project once and reverse the projection).
     if tied:
         xz = first.in_proj(h)
-        xzs = [xz, xz.flip(0)][:n_dir]
+        xzs = [xz, xz.flip(time_dim)][:n_dir]
     else:
-        xzs = [m.in_proj(h if i == 0 else h.flip(0)) for i, m in enumerate(mambas)]
+        xzs = [m.in_proj(h if i == 0 else h.flip(time_dim)) for i, m in enumerate(mambas)]
     x_parts, z_parts = zip(*(t.split(e, dim=-1) for t in xzs))  # split (not slicing): cheap backward
     x, z = torch.cat(x_parts, dim=-1), torch.cat(z_parts, dim=-1)
 
     conv_w = torch.cat([m.conv1d.weight[:, 0, :] for m in mambas])
     conv_b = torch.cat([m.conv1d.bias for m in mambas]) if first.conv1d.bias is not None else None
-    x = _causal_conv_silu(x, conv_w, conv_b)
+    x = _causal_conv_silu(x.movedim(time_dim, 0), conv_w, conv_b).movedim(0, time_dim)  # the conv is [L, B, C]
 
     dts, Bs, Cs = [], [], []
     for m, x_dir in zip(mambas, x.split(e, dim=-1)):
@@ -282,13 +298,14 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     D = torch.cat([m.D for m in mambas]).float()
     dt_bias = torch.cat([m.dt_proj.bias for m in mambas]).float()          # added in the scan, in float32
 
-    # The scan's convention is [batch, dim, length]; these are views of time-major storage (its own layout).
-    y = selective_scan(x.permute(1, 2, 0), dt.permute(1, 2, 0), A, B.permute(1, 2, 3, 0), C.permute(1, 2, 3, 0),
-                       D, z=z.permute(1, 2, 0), delta_bias=dt_bias, delta_softplus=True)
-    y = y.permute(2, 0, 1)                                               # [L, B, n_dir * e]
+    # The scan's convention is [batch, dim, length]: views of this layout's storage (time moved last).
+    y = selective_scan(x.movedim(time_dim, -1), dt.movedim(time_dim, -1), A, B.movedim(time_dim, -1),
+                       C.movedim(time_dim, -1), D, z=z.movedim(time_dim, -1), delta_bias=dt_bias,
+                       delta_softplus=True)
+    y = y.movedim(-1, time_dim)                                          # [L, B, n_dir * e]
     if n_dir == 1:
         return first.out_proj(y)
-    y_fwd, y_rev = y[..., :e], y[..., e:].flip(0)
+    y_fwd, y_rev = y[..., :e], y[..., e:].flip(time_dim)
     if tied and strategy == "add":  # out_proj(a) + out_proj(b) == out_proj(a + b) (+ the bias once more)
         out = first.out_proj(y_fwd + y_rev)
         return out if first.out_proj.bias is None else out + first.out_proj.bias
