@@ -62,16 +62,20 @@ def load() -> float:
 # ---- scan: fast vs reference --------------------------------------------------------------------------------
 
 
-def scan_inputs(batch: int, dim: int, dstate: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def scan_inputs(batch: int, dim: int, dstate: int, length: int, seed: int = 0,
+                batch_major: bool = False) -> dict[str, torch.Tensor]:
     """Inputs shaped and scaled like a Mamba layer's at initialisation (S4D-real A, dt in [1e-3, 1e-1]).
 
     As in raycad's model, the [batch, dim, length] tensors are views of time-major [length, batch, dim]
-    storage (and B/C [batch, dstate, length] views of [length, batch, dstate]).
+    storage (and B/C [batch, dstate, length] views of [length, batch, dstate]); with ``batch_major`` views of
+    [batch, length, dim] storage (the fused model's mixer layout).
     """
     g = torch.Generator().manual_seed(seed)
     dt_init = torch.exp(torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
 
     def time_major(rows: int, scale: float = 1.0) -> torch.Tensor:
+        if batch_major:
+            return (torch.randn(batch, length, rows, generator=g) * scale).permute(0, 2, 1)
         return (torch.randn(length, batch, rows, generator=g) * scale).permute(1, 2, 0)
 
     tensors = {
@@ -122,9 +126,8 @@ def bench_scan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         raise SystemExit("the fused scan is unavailable here (numba missing?): nothing to compare")
     rows = []
     for length in args.lengths:
-        inputs = scan_inputs(args.batch, args.dim, args.dstate, length)
-        grad_out = torch.randn(length, args.batch, args.dim, generator=torch.Generator().manual_seed(1))
-        grad_out = grad_out.permute(1, 2, 0)
+        inputs = scan_inputs(args.batch, args.dim, args.dstate, length, batch_major=args.layout == "batch")
+        grad_out = torch.randn(args.batch, args.dim, length, generator=torch.Generator().manual_seed(1))
         load_before = load()
         best = {"chunked": [math.inf, math.inf], "fused": [math.inf, math.inf]}
         results = {}
@@ -148,7 +151,8 @@ def bench_scan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         rows.append(row)
     md = [
         (f"Fused (numba) vs chunked scan, forward+backward, CPU float32, B={args.batch}, D={args.dim}, "
-         f"N={args.dstate}, delta_softplus + delta_bias + D + z, {torch.get_num_threads()} threads; both paths "
+         f"N={args.dstate}, delta_softplus + delta_bias + D + z, {torch.get_num_threads()} threads, inputs stored "
+         f"{args.layout}-major; both paths "
          f"interleaved in one process, best of {args.repeats} each. Errors: max |x - ref| / max |ref| over the "
          "output and the gradients of u, delta, A, B, C, D, z, delta_bias against the sequential reference."),
         "",
@@ -426,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--dstate", type=int, default=16)
     parser.add_argument("--lengths", type=int, nargs="+", default=[251, 1024])
+    parser.add_argument("--layout", choices=["time", "batch"], default="time",
+                        help="scan inputs stored time-major (the chunked model's) or batch-major (the fused one's)")
     parser.add_argument("--repeats", type=int, default=5, help="scan repetitions per path (best of)")
     parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time, not wall clock")
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) sequential reference")

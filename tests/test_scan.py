@@ -446,3 +446,19 @@ def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major):
     assert torch.autograd.gradcheck(lambda *a: _causal_conv_silu(*a).double(), tuple(t.double().requires_grad_()
                                     for t in (x, w, b)), eps=1e-6, atol=1e-7)
     assert _causal_conv_silu(*inputs).dtype == torch.float32
+
+
+@pytest.mark.parametrize("host,user,want", [
+    ("+sse2,+avx2,+avx512f,+fma", None, "+sse2,+avx2,+avx512f,+fma,-prefer-256-bit"),
+    ("+sse2,+avx2,-avx512f,+fma", None, None),
+    ("+sse2,+avx2,+avx512f,+fma", "+sse2", None),
+])
+def test_wide_vectors_only_on_avx512_and_never_over_the_users_choice(monkeypatch, host, user, want):
+    llvm = pytest.importorskip("llvmlite.binding")
+    monkeypatch.setattr(llvm, "get_host_cpu_features", lambda: type("F", (), {"flatten": lambda self: host})())
+    monkeypatch.delenv("NUMBA_CPU_NAME", raising=False)
+    if user is None:
+        monkeypatch.delenv("NUMBA_CPU_FEATURES", raising=False)
+    else:
+        monkeypatch.setenv("NUMBA_CPU_FEATURES", user)
+    assert scan._wide_vector_features() == want

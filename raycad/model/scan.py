@@ -385,11 +385,32 @@ def _numba_cache_dir() -> str:
     return tempfile.mkdtemp(prefix="raycad-numba-")
 
 
+def _wide_vector_features() -> str | None:
+    """The host's CPU features plus ``-prefer-256-bit`` on AVX-512 CPUs (LLVM otherwise emits 256-bit vectors
+    there): the kernels' channel loops then run on 512-bit vectors, measured 1.2x faster for the scan forward +
+    backward (B32 D256 L251 and B8 D512 L1024). None when the user set ``NUMBA_CPU_FEATURES``/``NUMBA_CPU_NAME``,
+    the CPU has no AVX-512 or llvmlite (numba's own dependency) is missing."""
+    if os.environ.get("NUMBA_CPU_FEATURES") or os.environ.get("NUMBA_CPU_NAME"):
+        return None
+    try:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features().flatten()
+    except (ImportError, RuntimeError):
+        return None
+    return features + ",-prefer-256-bit" if "+avx512f" in features.split(",") else None
+
+
 @functools.lru_cache(maxsize=1)
 def _kernel_module() -> Any:
-    """`raycad.model._scan_numba` (numba's cache directory set first, see `_numba_cache_dir`)."""
-    if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
-        os.environ["NUMBA_CACHE_DIR"] = _numba_cache_dir()  # read by numba at import
+    """`raycad.model._scan_numba` (numba's cache directory and, see `_wide_vector_features`, CPU features set
+    first: numba reads both at import)."""
+    if "numba" not in sys.modules:
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            os.environ["NUMBA_CACHE_DIR"] = _numba_cache_dir()
+        features = _wide_vector_features()
+        if features:
+            os.environ["NUMBA_CPU_FEATURES"] = features
     kernels = importlib.import_module("raycad.model._scan_numba")
     if not os.environ.get("NUMBA_THREADING_LAYER"):
         # numba's own thread pool, not OpenMP: after an OpenMP-layer kernel, the idle OpenMP workers slowed the
