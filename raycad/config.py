@@ -271,7 +271,7 @@ class SourceSection(Config):
     cram_reference: str | None = None
     """Reference FASTA for decoding CRAM files."""
     invalid_chars: Literal["unk", "n", "reject"] = "unk"
-    """Characters outside ACGTN: map to [UNK], map to N, or reject the record."""
+    """Characters outside ACGTN (after RNA's U is read as T): map to [UNK], map to N, or reject the record."""
     bad_records: Literal["error", "skip"] = "error"
     """Malformed records (empty, unknown label, ...): raise naming file+record, or skip and count."""
     val_fraction: float = Field(0.1, ge=0, lt=1)

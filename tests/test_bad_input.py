@@ -2,7 +2,7 @@
 naming the file/record/field and the problem, a non-zero exit, and no model.
 
 Ray-free cases run with `raycad.runtime.init_ray` replaced by a tripwire: they must fail before Ray starts.
-The cases that need data read by Ray (a stray label, a single class, RNA, non-DNA) share one Ray instance and
+The cases that need data read by Ray (a stray label, a single class, non-DNA) share one Ray instance and
 a tiny model."""
 
 from __future__ import annotations
@@ -149,21 +149,6 @@ def test_bad_data_found_by_ray_is_one_line_and_no_model(ray_local, tmp_path, cap
         assert status == 2, (name, line)
         assert re.search(pattern, line), (name, line)
         assert not (out / path.stem / "model").exists() and not (out / path.stem / "results.json").exists()
-
-
-def test_rna_is_read_as_dna_and_counted():
-    import pyarrow as pa
-
-    from raycad.data import preprocess as pp
-
-    batch = pa.table({"sequence": ["ACGU", "acgu", "ACGT"], "label": [0, 1, 0], "id": ["a", "b", "c"]})
-    out = pp.tokenize_batch(batch, max_length=4, truncation="right")
-    dna = pp.tokenize_batch(batch.set_column(0, "sequence", pa.array(["ACGT", "acgt", "ACGT"])), max_length=4,
-                            truncation="right")
-    assert (out["input_ids"] == dna["input_ids"]).all() and out["n_invalid"].tolist() == [0, 0, 0]
-    assert out["rna"].tolist() == [True, True, False]
-    summary = pp.summarize(pa.table({k: out[k] for k in ("label", *pp.STATS_COLUMNS)}))
-    assert int(summary["rna_records"].sum()) == 2 and int(summary["bases"].sum()) == 12
 
 
 def test_label_checks_and_length_cap():

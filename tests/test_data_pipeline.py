@@ -198,6 +198,7 @@ def test_prepare_task_from_a_local_hf_copy_with_bad_records(ray_local, tmp_path,
     train, test = source.iloc[:300].copy(), source.iloc[300:]
     train.loc[train.index[:3], "sequence"] = ""            # empty records
     train.loc[train.index[3], "sequence"] = "ACGT" * 100     # longer than the task's 251
+    train.loc[train.index[4:6], "sequence"] = train["sequence"].iloc[4:6].str.replace("T", "U")  # RNA
     (tmp_path / "data").mkdir()
     pq.write_table(pa.table({"seq": train["sequence"], "label": train["label"]}),
                    tmp_path / "data" / "train-00000-of-00001.parquet")
@@ -216,6 +217,7 @@ def test_prepare_task_from_a_local_hf_copy_with_bad_records(ray_local, tmp_path,
     assert splits["test"]["records"] == 100
     assert sum(splits["train"]["skipped"].values()) == 3
     assert splits["train"]["truncated"] + splits["validation"]["truncated"] == 1
+    assert (splits["train"]["rna_records"], splits["test"]["rna_records"]) == (2, 0)  # counted where read
 
     strict = cfg.with_overrides({"data.bad_records": "error"})
     with pytest.raises(Exception, match=r"train-00000-of-00001.parquet.*empty"):

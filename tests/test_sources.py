@@ -193,21 +193,25 @@ def test_wrong_credentials_error_is_clear_and_secret_free(s3_server_with_auth, m
 # ---- bad input on single files (no Ray) ------------------------------------------------------------------
 
 
-def read_file(path: Path, **options) -> tuple[list[dict], dict[str, int]]:
+class Counter:
+    """A `SkipCounter` without Ray: the latest counts a read task reported."""
+
+    def __init__(self):
+        self.counts, self.examples, self.rna = {}, [], 0
+
+    def update(self, source, counts, examples, part="", rna=0):
+        self.counts, self.examples, self.rna = dict(counts), list(examples), rna
+
+
+def read_file(path: Path, counter: Counter | None = None, **options) -> tuple[list[dict], dict[str, int]]:
     """Read one local file in-process; returns rows and skip counts (with bad_records="skip")."""
     plan = plan_sources(str(path), **options)
-    counts: dict[str, int] = {}
-
-    class Counter:
-        def update(self, source, c, examples, part=""):
-            counts.clear()
-            counts.update(c)
-
+    counter = counter or Counter()
     rows = []
     for src in plan.files:
-        for table in read_source_file(pafs.LocalFileSystem(), src, plan.options, Counter()):
+        for table in read_source_file(pafs.LocalFileSystem(), src, plan.options, counter):
             rows.extend(table.to_pylist())
-    return rows, counts
+    return rows, counter.counts
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -227,6 +231,27 @@ def test_cleaning_whitespace_lower_case_and_invalid_policies(tmp_path):
         read_file(path, invalid_chars="reject")
     rows, counts = read_file(path, invalid_chars="reject", bad_records="skip")
     assert len(rows) == 1 and counts == {"invalid_characters": 1}
+
+
+@pytest.mark.parametrize("invalid_chars", ["unk", "n", "reject"])
+def test_rna_is_read_as_dna_and_counted_in_every_invalid_chars_mode(tmp_path, invalid_chars):
+    """U is read as T where records are cleaned, before ``invalid_chars`` looks at them (not [UNK], N or a
+    rejected record); files and tables (`clean_block`) count the RNA records for the data report."""
+    from raycad.data.sources.datasource import clean_block
+
+    sequences = ["ACGU", "acgu u", "ACGT", "AUXU"]
+    path = write(tmp_path, "rna.csv", "sequence,label\n" + "".join(f"{s},{i % 2}\n" for i, s in enumerate(sequences)))
+    counter = Counter()
+    rows, counts = read_file(path, counter, invalid_chars=invalid_chars, bad_records="skip")
+    table = pa.table({"sequence": sequences, "label": [i % 2 for i in range(4)], "id": list("abcd")})
+    from_table = Counter()
+    out = clean_block(table, source="t", opts=ReadOptions(invalid_chars=invalid_chars, bad_records="skip"),
+                      skips=from_table)
+    x = {"unk": "X", "n": "N"}.get(invalid_chars)  # the one character that is not RNA
+    expected = ["ACGT", "ACGTT", "ACGT"] + (["ATXT".replace("X", x)] if x else [])
+    assert [r["sequence"] for r in rows] == out.column("sequence").to_pylist() == expected
+    assert counts == from_table.counts == ({} if x else {"invalid_characters": 1})
+    assert counter.rna == from_table.rna == (3 if x else 2)
 
 
 @pytest.mark.parametrize("text, options, message", [
@@ -302,14 +327,6 @@ def test_records_from_tables_follow_the_file_contract(tmp_path):
                       "id": [f"r{i}" for i in range(len(rows))]})
     options = {"class_names": ("neg", "pos"), "invalid_chars": "reject"}
     file_rows, file_counts = read_file(path, bad_records="skip", **options)
-
-    class Counter:
-        def __init__(self):
-            self.counts, self.examples = {}, []
-
-        def update(self, source, counts, examples, part=""):
-            self.counts, self.examples = dict(counts), list(examples)
-
     counter = Counter()
     out = clean_block(table, source="bundled:demo", opts=ReadOptions(bad_records="skip", **options), skips=counter)
     assert out.schema == SEQUENCE_SCHEMA and out.to_pylist() == file_rows

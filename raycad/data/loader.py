@@ -59,7 +59,7 @@ class PreparedData:
     """Per split, the tokenized records with their `preprocess.STATS_COLUMNS`: what `report` counts."""
     skips: dict[str, Any] = field(default_factory=dict, repr=False)
     """Per split, the `raycad.data.sources.SkipCounter` of the records the readers dropped (bad_records=skip):
-    the one count of skipped records."""
+    the one count of skipped records, and of RNA records read as DNA."""
     classes_declared: bool = True
     """Whether the class names were given (config, task, file layout) rather than inferred from label ids."""
 
@@ -68,9 +68,10 @@ class PreparedData:
         return len(self.class_names)
 
     def report(self) -> dict[str, Any]:
-        """Records per split, skipped records by reason, truncated records and invalid characters.
+        """Records per split, skipped records by reason, truncated records, invalid characters and RNA records.
 
-        Executes one counting pass over all splits.
+        Executes one counting pass over all splits. Skipped and RNA records are counted where they were read:
+        a validation split carved from the training data reports them under ``train``.
         """
         names = list(self.tokenized)
         tagged = [ds.map_batches(preprocess.summarize, batch_format="pyarrow", fn_kwargs={"split": name})
@@ -81,7 +82,8 @@ class PreparedData:
             # The readers' skip counts are complete once the pass above has run.
             read_skips = self.skips[name].report() if name in self.skips else None
             splits[name] = {"records": 0, "skipped": dict(read_skips.by_reason) if read_skips else {},
-                            "truncated": 0, "invalid_characters": 0, "records_with_invalid": 0, "rna_records": 0,
+                            "truncated": 0, "invalid_characters": 0, "records_with_invalid": 0,
+                            "rna_records": read_skips.rna_records if read_skips else 0,
                             "bases": 0, "labels": {},
                             "skipped_examples": list(read_skips.examples) if read_skips else []}
         for row in rows:
@@ -92,7 +94,6 @@ class PreparedData:
             entry["labels"][label] = entry["labels"].get(label, 0) + int(row["records"])
             entry["invalid_characters"] += int(row["invalid_characters"])
             entry["records_with_invalid"] += int(row["records_with_invalid"])
-            entry["rna_records"] += int(row["rna_records"])
             entry["bases"] += int(row["bases"])
         for entry in splits.values():
             entry["labels"] = dict(sorted(entry["labels"].items()))

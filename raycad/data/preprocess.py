@@ -18,10 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raycad.data.records import rna_to_dna
 from raycad.model.tokenizer import CaduceusTokenizer, reverse_complement_ids
 
-STATS_COLUMNS = ("truncated", "n_invalid", "rna", "bases")
+STATS_COLUMNS = ("truncated", "n_invalid", "bases")
 """Per-record figures of `tokenize_batch` for the data report (not model inputs)."""
 
 _U64 = np.uint64
@@ -68,12 +67,11 @@ def tokenize_batch(batch: pa.Table, *, max_length: int,
     int64, ``key`` uint64, the record ``id`` (when the batch has one) and `STATS_COLUMNS`.
 
     ``truncation`` names the side that is cut (see `raycad.config.DataSection.truncation`). Characters
-    outside ACGTN that the reader kept (``invalid_chars="unk"``) become [UNK] and are counted in ``n_invalid``;
-    ``U`` is read as ``T`` (``rna``).
+    outside ACGTN that the reader kept (``invalid_chars="unk"``) become [UNK] and are counted in ``n_invalid``
+    (RNA's ``U`` is already ``T``: the reader counted those records).
     """
     tokenizer = CaduceusTokenizer(padding_side="left", truncation_side=truncation, invalid="unk")
-    sequences, rna = rna_to_dna(batch.column("sequence"))
-    enc = tokenizer.encode_batch(sequences, max_length)
+    enc = tokenizer.encode_batch(batch.column("sequence"), max_length)
     record_ids = {"id": batch.column("id").cast(pa.string()).to_numpy(zero_copy_only=False)} \
         if "id" in batch.column_names else {}
     return {
@@ -83,7 +81,6 @@ def tokenize_batch(batch: pa.Table, *, max_length: int,
         "key": batch.column("key").to_numpy() if "key" in batch.column_names else np.zeros(len(batch), _U64),
         "truncated": enc.truncated,
         "n_invalid": enc.n_invalid.astype(np.int32),
-        "rna": rna,
         "bases": enc.lengths.astype(np.int64),
     }
 
@@ -94,8 +91,7 @@ def model_columns(ds: Any) -> Any:
 
 
 def summarize(batch: pa.Table, split: str = "") -> dict[str, np.ndarray]:
-    """One row per label in the batch: counts of records, truncated records, invalid characters, RNA records
-    (U read as T) and bases."""
+    """One row per label in the batch: counts of records, truncated records, invalid characters and bases."""
     labels = batch.column("label").to_numpy()
     names, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
 
@@ -110,7 +106,6 @@ def summarize(batch: pa.Table, split: str = "") -> dict[str, np.ndarray]:
             "invalid_characters": per_group("n_invalid"),
             "records_with_invalid": np.bincount(inverse, weights=batch.column("n_invalid").to_numpy() > 0,
                                                 minlength=len(names)).astype(np.int64),
-            "rna_records": per_group("rna"),
             "bases": per_group("bases")}
 
 

@@ -7,10 +7,10 @@ tokenize, train) trusts that schema. What is decided about records lives here, i
 - `RecordError`, the one error type of bad input (its message names the file, the record and the problem;
   ``reason`` is a word of `REASONS`). The readers' errors (`raycad.data.sources.SourceError`,
   `raycad.data.fastx.FastxError`) are subclasses, so callers (the CLI) catch one type.
-- `clean`: whitespace removed, upper case, characters outside ACGTN kept, replaced by N or rejected
-  (``invalid_chars``), labels mapped to ids (`label_ids`); each bad record goes to ``on_bad(reason, message)``,
-  which raises or counts it (`raycad.data.sources.skips`), and is dropped;
-- `rna_to_dna` reads RNA (``U``) as DNA (``T``) when tokenizing and counts the records it changed;
+- `clean`: whitespace removed, upper case, RNA read as DNA (``U`` -> ``T``, `rna_to_dna`, whatever
+  ``invalid_chars`` says; the records it changed go to ``on_rna(n)``), other characters outside ACGTN kept,
+  replaced by N or rejected (``invalid_chars``), labels mapped to ids (`label_ids`); each bad record goes to
+  ``on_bad(reason, message)``, which raises or counts it (`raycad.data.sources.skips`), and is dropped;
 - labels: `check_label_counts` refuses training data whose labels cannot train the configured classifier
   (a single class, a class id nobody declared, a stray id far above the others);
 - lengths: `default_max_length` caps the token length of a user's data at a percentile of the record
@@ -80,9 +80,11 @@ class RawRecords:
     file_label: str | None = None
 
 
-def clean(raw: RawRecords, opts: ReadOptions, on_bad: Callable[[str, str], None]) -> pa.Table:
+def clean(raw: RawRecords, opts: ReadOptions, on_bad: Callable[[str, str], None],
+          on_rna: Callable[[int], None] | None = None) -> pa.Table:
     """`SEQUENCE_SCHEMA` rows of the good records of ``raw`` (see the module doc); each bad one goes to
-    ``on_bad(reason, message)`` (which raises under ``bad_records="error"``) and is dropped."""
+    ``on_bad(reason, message)`` (which raises under ``bad_records="error"``) and is dropped; ``on_rna(n)``
+    hears how many of the good records held U (read as T)."""
     seqs = raw.sequences
     if not pa.types.is_string(seqs.type):
         seqs = seqs.cast(pa.string())
@@ -90,8 +92,9 @@ def clean(raw: RawRecords, opts: ReadOptions, on_bad: Callable[[str, str], None]
     ok = _only_acgtn(seqs)  # the common case: nothing to normalise
     if not ok and pc.any(pc.match_substring_regex(seqs, r"\s")).as_py():
         seqs = pc.replace_substring_regex(seqs, r"\s+", "")
+    rna = None
     if not ok:
-        seqs = pc.utf8_upper(seqs)
+        seqs, rna = rna_to_dna(pc.utf8_upper(seqs))
     n = len(seqs)
     codes = np.zeros(n, dtype=np.int8)
     codes[pc.equal(pc.binary_length(seqs), 0).to_numpy(zero_copy_only=False)] = _EMPTY
@@ -110,6 +113,8 @@ def clean(raw: RawRecords, opts: ReadOptions, on_bad: Callable[[str, str], None]
         codes[take] = label_codes[take]
         labels = pa.array(ids, pa.int64())
     table = pa.Table.from_arrays([seqs, labels, raw.ids.cast(pa.string())], schema=SEQUENCE_SCHEMA)
+    if on_rna is not None and rna is not None and (rna & (codes == _OK)).any():
+        on_rna(int((rna & (codes == _OK)).sum()))  # the RNA records kept
     bad = np.flatnonzero(codes)
     if not len(bad):
         return table
@@ -213,7 +218,8 @@ def _string_label_ids(raw: pa.Array, class_names: Sequence[str] | None, ids: np.
 
 
 def rna_to_dna(sequences: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray]:
-    """``U``/``u`` -> ``T``/``t``, and a bool per record: whether it held any U (was RNA)."""
+    """``U``/``u`` -> ``T``/``t``, and a bool per record: whether it held any U (was RNA). The one rule for
+    RNA: `clean` applies it to every record read, `raycad.infer.predictor` to raw strings scored directly."""
     has_u = pc.fill_null(pc.match_substring(sequences, "U", ignore_case=True), False)
     rna = np.asarray(has_u, dtype=bool) if isinstance(has_u, pa.Array) else has_u.to_numpy(zero_copy_only=False)
     if rna.any():

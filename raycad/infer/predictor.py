@@ -159,7 +159,8 @@ class Predictor:
                 ids = np.stack(list(ids))
             lengths = token_lengths(ids)
             return ids, lengths, np.zeros(len(ids), dtype=bool)
-        sequences, _ = rna_to_dna(pa.array(batch["sequence"], type=pa.string()))  # U read as T, as in training
+        # U read as T, as in training: rows a reader gave are clean already, raw strings scored directly are not
+        sequences, _ = rna_to_dna(pa.array(batch["sequence"], type=pa.string()))
         enc = self.tokenizer.encode_batch(sequences, self.spec.max_length)
         return enc.input_ids, np.minimum(enc.lengths, self.spec.max_length), enc.lengths > self.spec.max_length
 

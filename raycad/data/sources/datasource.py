@@ -115,7 +115,7 @@ def clean_block(block: pa.Table, *, source: str, opts: ReadOptions, skips: SkipC
     tally = _Tally(source, opts.bad_records, skips, part=part)
     raw = RawRecords(block.column("sequence").combine_chunks(), labels, ids.combine_chunks(), source)
     try:
-        return clean(raw, opts, tally.bad)
+        return clean(raw, opts, tally.bad, tally.rna_records)
     finally:
         tally.flush()
 

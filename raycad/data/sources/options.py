@@ -72,7 +72,7 @@ class ReadOptions:
     header_label_key: str = "label"
     label_tag: str = "LB"
     invalid_chars: InvalidChars = "unk"
-    """Characters outside ACGTN after upper-casing: "unk" keeps them (the tokenizer maps them to [UNK]),
+    """Characters outside ACGTN after upper-casing and U -> T: "unk" keeps them (the tokenizer maps them to [UNK]),
     "n" replaces them with N, "reject" makes the record bad."""
     bad_records: BadRecords = "error"
     """"error" raises `SourceError` on the first bad record; "skip" drops and counts them."""

@@ -40,7 +40,7 @@ def read_source_file(fs: pafs.FileSystem, src: SourceFile, opts: ReadOptions,
     remaining = opts.limit
     try:
         for chunk in reader(fs, src, opts, tally):
-            table = clean(chunk, opts, tally.bad)
+            table = clean(chunk, opts, tally.bad, tally.rna_records)
             tally.flush()
             if remaining is not None:
                 table = table.slice(0, remaining)

@@ -1,5 +1,6 @@
-"""Skipped-record accounting across Ray read tasks: `SkipCounter` (a named actor read tasks report to),
-its `SkipReport`, and the per-file `_Tally` that raises or counts each bad record."""
+"""Read accounting across Ray read tasks: `SkipCounter` (a named actor read tasks report to), its
+`SkipReport`, and the per-file `_Tally` that raises or counts each bad record and counts the RNA records read
+as DNA (`raycad.data.records.clean`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ log = get_logger("raycad.data.sources")
 
 @dataclass
 class SkipReport:
-    """Records dropped while reading: counts per source file and reason, and a few example messages."""
+    """Records dropped while reading: counts per source file and reason, and a few example messages; and the
+    records read as RNA (U read as T), which are kept."""
 
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    rna_records: int = 0
 
     @property
     def by_reason(self) -> dict[str, int]:
@@ -33,11 +36,12 @@ class SkipReport:
         return sum(self.by_reason.values())
 
     def merge(self, other: SkipReport) -> SkipReport:
-        return SkipReport({**self.by_source, **other.by_source}, (self.examples + other.examples)[:20])
+        return SkipReport({**self.by_source, **other.by_source}, (self.examples + other.examples)[:20],
+                          self.rna_records + other.rna_records)
 
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "by_reason": self.by_reason, "by_source": self.by_source,
-                "examples": self.examples}
+                "examples": self.examples, "rna_records": self.rna_records}
 
     def __str__(self) -> str:
         if not self.total:
@@ -55,17 +59,19 @@ class _SkipCounterActor:
     """
 
     def __init__(self) -> None:
-        self._parts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+        self._parts: dict[tuple[str, str], tuple[dict[str, int], list[str], int]] = {}
 
-    def update(self, source: str, counts: dict[str, int], examples: list[str], part: str = "") -> None:
-        self._parts[(source, part)] = (dict(counts), list(examples))
+    def update(self, source: str, counts: dict[str, int], examples: list[str], part: str = "",
+               rna: int = 0) -> None:
+        self._parts[(source, part)] = (dict(counts), list(examples), rna)
 
-    def snapshot(self) -> dict[tuple[str, str], tuple[dict[str, int], list[str]]]:
+    def snapshot(self) -> dict[tuple[str, str], tuple[dict[str, int], list[str], int]]:
         return self._parts
 
 
 class SkipCounter:
-    """Collects skipped-record counts from every Ray read task; pass one to `read_sequences(..., skips=)`.
+    """Collects skipped-record counts (and RNA records read as DNA) from every Ray read task; pass one to
+    `read_sequences(..., skips=)`.
 
     It is a thin handle on a named actor (no CPU reserved), so it can be pickled into tasks; `report`
     gathers the counts on the driver. Use one counter per split to report skips per split.
@@ -81,31 +87,34 @@ class SkipCounter:
         actor_cls = ray.remote(num_cpus=0, max_restarts=0)(_SkipCounterActor)
         self._actor = actor_cls.options(name=self.name, get_if_exists=True).remote()
 
-    def update(self, source: str, counts: dict[str, int], examples: list[str], part: str = "") -> None:
+    def update(self, source: str, counts: dict[str, int], examples: list[str], part: str = "",
+               rna: int = 0) -> None:
         import ray
 
-        ray.get(self._actor.update.remote(source, counts, examples, part))
+        ray.get(self._actor.update.remote(source, counts, examples, part, rna))
 
     def report(self) -> SkipReport:
         import ray
 
         snapshot = ray.get(self._actor.snapshot.remote())
-        examples = [e for _, (_, ex) in sorted(snapshot.items()) for e in ex][:20]
+        examples = [e for _, (_, ex, _) in sorted(snapshot.items()) for e in ex][:20]
         by_source: dict[str, dict[str, int]] = {}
-        for (src, _), (counts, _) in sorted(snapshot.items()):
+        for (src, _), (counts, _, _) in sorted(snapshot.items()):
             for reason, n in counts.items():
                 if n:
                     by_source.setdefault(src, {})[reason] = by_source.get(src, {}).get(reason, 0) + n
-        return SkipReport(by_source, examples)
+        return SkipReport(by_source, examples, sum(rna for _, _, rna in snapshot.values()))
 
 
 class _Tally:
-    """Per-file skip bookkeeping inside a read task: raise or count, and report counts to the counter."""
+    """Per-file bookkeeping inside a read task: raise or count bad records, count RNA records (`rna_records`),
+    and report the counts to the counter."""
 
     def __init__(self, source: str, policy: BadRecords, counter: SkipCounter | None, part: str = "") -> None:
         self.source, self.policy, self.counter, self.part = source, policy, counter, part
         self.counts: dict[str, int] = {}
         self.examples: list[str] = []
+        self.rna = 0
         self._dirty = False
 
     def bad(self, reason: str, message: str, *, always_skip: bool = False) -> None:
@@ -117,11 +126,16 @@ class _Tally:
             self.examples.append(message)
         self._dirty = True
 
+    def rna_records(self, n: int) -> None:
+        """``n`` more records held U (read as T): the ``on_rna`` of `raycad.data.records.clean`."""
+        self.rna += n
+        self._dirty = True
+
     def flush(self) -> None:
         if self._dirty:
             self._dirty = False
             if self.counter is not None:
-                self.counter.update(self.source, self.counts, self.examples, part=self.part)
+                self.counter.update(self.source, self.counts, self.examples, part=self.part, rna=self.rna)
 
     def log_summary(self) -> None:
         if self.counts:
