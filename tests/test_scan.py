@@ -422,18 +422,19 @@ def test_model_scan_impl_config_reaches_the_scan(monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("length,batch_major", [(1, False), (2, False), (9, False), (9, True)])
 def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major):
-    """The numba depthwise causal conv (used when the scan runs fused) against the shifted multiply-adds, on
-    time-major storage and on the [L, B, C] view of batch-major storage (the fused mixer's)."""
+    """The numba depthwise causal conv + SiLU (used when the scan runs fused) against the shifted multiply-adds
+    and F.silu, on time-major storage and on the [L, B, C] view of batch-major storage (the fused mixer's):
+    float64 to 1e-12 and gradcheck, float32 (the kernels' own exp) to 1e-5."""
     from raycad.model.modeling import _causal_conv_silu
 
     g = torch.Generator().manual_seed(length)
-    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((length, 3, 5), (5, 4), (5,)))
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) * 3 for s in ((length, 3, 5), (5, 4), (5,)))
     if batch_major:
         x = x.transpose(0, 1).contiguous().transpose(0, 1)
 
-    def value_and_grads(impl):
+    def value_and_grads(impl, dtype=torch.float64):
         monkeypatch.setattr(scan, "_configured", impl)
-        args = [(t.detach() if t is x else t.clone()).requires_grad_() for t in (x, w, b)]
+        args = [(t.detach().to(dtype) if t is x else t.to(dtype)).requires_grad_() for t in (x, w, b)]
         out = _causal_conv_silu(*args)
         if impl == "fused" and length > 1:
             assert out.transpose(0, 1).is_contiguous() == batch_major
@@ -441,6 +442,7 @@ def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major):
         return {"out": out, **dict(zip(("x", "w", "b"), grads))}
 
     assert_close(value_and_grads("fused"), value_and_grads("chunked"), rtol=1e-12)
+    assert_close(value_and_grads("fused", torch.float32), value_and_grads("chunked", torch.float32), rtol=1e-5)
     inputs = tuple(t.float().requires_grad_() for t in (x, w, b))
     monkeypatch.setattr(scan, "_configured", "fused")
     assert torch.autograd.gradcheck(lambda *a: _causal_conv_silu(*a).double(), tuple(t.double().requires_grad_()

@@ -371,11 +371,22 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_m
                 gbias[b, c0 + h] = gbb[h]
 
 
+@njit(inline="always", **JIT)
+def _conv_row(xf, wf, bias, r, t, b, st, sb, C, kernel, out):
+    """``out[r:r + C] = bias + sum_k wT[k] x[t - K + 1 + k]`` (the pre-activation of one (step, batch row))."""
+    for c in range(C):
+        out[r + c] = bias[c]
+    for k in range(max(0, kernel - 1 - t), kernel):
+        rs, wo = U(t - kernel + 1 + k) * st + U(b) * sb, U(k) * C
+        for c in range(C):
+            out[r + c] += wf[wo + c] * xf[rs + c]
+
+
 @njit(parallel=True, cache=True, **JIT)
-def conv_forward(x, wT, bias, batch_major, out):
-    """Causal depthwise conv1d on ``x`` [L, b, c] (or [b, L, c] when ``batch_major``; ``out`` alike) with ``wT``
-    [K, c] (the weight transposed) and ``bias`` [c]: ``out[t] = bias + sum_k wT[k] x[t - K + 1 + k]`` (terms
-    before the start left out)."""
+def conv_forward(x, wT, bias, batch_major, k, out):
+    """``silu`` of the causal depthwise conv1d of ``x`` [L, b, c] (or [b, L, c] when ``batch_major``; ``out``
+    alike) with ``wT`` [K, c] (the weight transposed) and ``bias`` [c]: ``out[t] = silu(bias + sum_k wT[k]
+    x[t - K + 1 + k])`` (terms before the start left out); ``k``: `constants`."""
     length, batch = _layout(x.shape, batch_major)
     chans, kernel = x.shape[2], wT.shape[0]
     st, sb = _strides(batch_major, length, batch, chans)
@@ -384,18 +395,17 @@ def conv_forward(x, wT, bias, batch_major, out):
     for b in prange(batch):
         for t in range(length):
             r = U(t) * st + U(b) * sb
+            _conv_row(xf, wf, bias, r, t, b, st, sb, C, kernel, of)
             for c in range(C):
-                of[r + c] = bias[c]
-            for k in range(max(0, kernel - 1 - t), kernel):
-                rs, wo = U(t - kernel + 1 + k) * st + U(b) * sb, U(k) * C
-                for c in range(C):
-                    of[r + c] += wf[wo + c] * xf[rs + c]
+                a = of[r + c]
+                of[r + c] = a * _sigmoid(a, k)
 
 
 @njit(parallel=True, cache=True, **JIT)
-def conv_backward(x, wT, gout, batch_major, gx, gw_rows, gb_rows):
-    """Backward of `conv_forward`: ``gx`` (``x``'s layout); per batch row the weight gradient ``gw_rows``
-    [b, K, c] and the bias gradient ``gb_rows`` [b, c]."""
+def conv_backward(x, wT, bias, gout, batch_major, k, gx, gw_rows, gb_rows):
+    """Backward of `conv_forward` (the pre-activation recomputed, one ``[L, c]`` buffer per batch row): ``gx``
+    (``x``'s layout); per batch row the weight gradient ``gw_rows`` [b, K, c] and the bias gradient ``gb_rows``
+    [b, c]."""
     length, batch = _layout(x.shape, batch_major)
     chans, kernel = x.shape[2], wT.shape[0]
     st, sb = _strides(batch_major, length, batch, chans)
@@ -403,19 +413,26 @@ def conv_backward(x, wT, gout, batch_major, gx, gw_rows, gb_rows):
         gw_rows.reshape(-1), gb_rows.reshape(-1)
     C = U(chans)
     for b in prange(batch):
+        ga = np.empty(length * chans, x.dtype)  # dL / d(pre-activation), this row's steps
+        for t in range(length):
+            r, q = U(t) * st + U(b) * sb, U(t) * C
+            _conv_row(xf, wf, bias, q, t, b, st, sb, C, kernel, ga)  # ga[q:] = pre-activation a, then:
+            for c in range(C):
+                sg = _sigmoid(ga[q + c], k)
+                ga[q + c] = gof[r + c] * sg * (k[18] + ga[q + c] * (k[18] - sg))
         gw_rows[b] = 0
         gb_rows[b] = 0
         bo = U(b) * C
         for s in range(length):
-            r = U(s) * st + U(b) * sb
+            r, q = U(s) * st + U(b) * sb, U(s) * C
             for c in range(C):
                 gxf[r + c] = 0
-                gbf[bo + c] += gof[r + c]
-            for k in range(max(0, s + kernel - length), kernel):
-                rt, wo, gwo = U(s + kernel - 1 - k) * st + U(b) * sb, U(k) * C, U(b * kernel + k) * C
-                for c in range(C):  # the output step t = s + K - 1 - k reads x[s] with tap k
-                    gxf[r + c] += gof[rt + c] * wf[wo + c]
-                    gwf[gwo + c] += gof[rt + c] * xf[r + c]
+                gbf[bo + c] += ga[q + c]
+            for j in range(max(0, s + kernel - length), kernel):
+                qt, wo, gwo = U(s + kernel - 1 - j) * C, U(j) * C, U(b * kernel + j) * C
+                for c in range(C):  # the output step t = s + K - 1 - j reads x[s] with tap j
+                    gxf[r + c] += ga[qt + c] * wf[wo + c]
+                    gwf[gwo + c] += ga[qt + c] * xf[r + c]
 
 
 def numba_version() -> str:

@@ -114,11 +114,11 @@ def _rc_norm(x: Tensor, norm: nn.Module) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
-class _FusedCausalConv(torch.autograd.Function):
-    """Causal depthwise conv1d (no activation) on time-major ``[L, B, C]`` by the numba CPU kernels that also
-    run the fused selective scan: one pass forward, one backward (no padded copy, no per-tap temporaries).
-    ``x`` is a contiguous ``[L, B, C]`` tensor, or with ``batch_major`` the ``[L, B, C]`` view of a contiguous
-    ``[B, L, C]`` one; the output and ``x``'s gradient have the same layout."""
+class _FusedCausalConvSiLU(torch.autograd.Function):
+    """``silu(causal depthwise conv1d(x))`` on time-major ``[L, B, C]`` by the numba CPU kernels that also run the
+    fused selective scan: one pass forward; one backward that recomputes the pre-activation (nothing but ``x``
+    is kept). ``x`` is a contiguous ``[L, B, C]`` tensor, or with ``batch_major`` the ``[L, B, C]`` view of a
+    contiguous ``[B, L, C]`` one; the output and ``x``'s gradient have the same layout."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, batch_major: bool) -> Tensor:
@@ -126,22 +126,23 @@ class _FusedCausalConv(torch.autograd.Function):
         wT = weight.t().contiguous()
         x_k = x.transpose(0, 1) if batch_major else x   # the kernel's contiguous array
         out = torch.empty_like(x_k)
-        b = bias if bias is not None else x.new_zeros(x.shape[-1])
-        kernels.conv_forward(x_k.detach().numpy(), wT.detach().numpy(), b.detach().contiguous().numpy(), batch_major,
-                             out.numpy())
-        ctx.save_for_backward(x_k, wT)
+        b = (bias if bias is not None else x.new_zeros(x.shape[-1])).detach().contiguous()
+        kernels.conv_forward(x_k.detach().numpy(), wT.detach().numpy(), b.numpy(), batch_major,
+                             kernels.constants(x_k.detach().numpy().dtype), out.numpy())
+        ctx.save_for_backward(x_k, wT, b)
         ctx.has_bias, ctx.batch_major = bias is not None, batch_major
         return out.transpose(0, 1) if batch_major else out
 
     @staticmethod
     def backward(ctx, gout: Tensor):
         kernels = fused_scan_kernels()
-        x_k, wT = ctx.saved_tensors
+        x_k, wT, b = ctx.saved_tensors
         batch = x_k.shape[0 if ctx.batch_major else 1]
         gout_k = (gout.transpose(0, 1) if ctx.batch_major else gout).contiguous()
         gx, gw_rows, gb_rows = torch.empty_like(x_k), x_k.new_empty(batch, *wT.shape), x_k.new_empty(batch, x_k.shape[-1])
-        kernels.conv_backward(x_k.detach().numpy(), wT.detach().numpy(), gout_k.numpy(), ctx.batch_major, gx.numpy(),
-                              gw_rows.numpy(), gb_rows.numpy())
+        x_np = x_k.detach().numpy()
+        kernels.conv_backward(x_np, wT.detach().numpy(), b.numpy(), gout_k.numpy(), ctx.batch_major,
+                              kernels.constants(x_np.dtype), gx.numpy(), gw_rows.numpy(), gb_rows.numpy())
         return (gx.transpose(0, 1) if ctx.batch_major else gx, gw_rows.sum(0).t(),
                 gb_rows.sum(0) if ctx.has_bias else None, None)
 
@@ -164,7 +165,7 @@ def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.float64) and scan_path(x.device) == "fused":
         _log_once("conv-numba", "Caduceus depthwise conv: fused numba kernel (cpu)")
         batch_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
-        return F.silu(_FusedCausalConv.apply(x if batch_major else x.contiguous(), weight, bias, batch_major))
+        return _FusedCausalConvSiLU.apply(x if batch_major else x.contiguous(), weight, bias, batch_major)
     _log_once(f"conv-{x.device.type}", f"Caduceus depthwise conv: pure PyTorch ({x.device.type})")
     dtype = x.dtype
     xpad = F.pad(x.to(weight.dtype), (0, 0, 0, 0, kernel - 1, 0))  # computed in the weights' dtype (fp32)

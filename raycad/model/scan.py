@@ -433,8 +433,9 @@ def _fused_kernels() -> Any:
         kernels = _kernel_module()
         _run_fused(*[torch.ones(s) for s in ((2, 2, 3), (2, 2, 3), (2, 2), (2, 1, 2, 3))])
         x, w = torch.ones(3, 2, 2).numpy(), torch.ones(4, 2).numpy()  # the depthwise conv beside the scan
-        kernels.conv_forward(x, w, w[0], False, x.copy())
-        kernels.conv_backward(x, w, x, False, x.copy(), torch.ones(2, 4, 2).numpy(), w[:2].copy())
+        kernels.conv_forward(x, w, w[0], False, kernels.constants(x.dtype), x.copy())
+        kernels.conv_backward(x, w, w[0], x, False, kernels.constants(x.dtype), x.copy(), torch.ones(2, 4, 2).numpy(),
+                              w[:2].copy())
     except Exception as exc:  # noqa: BLE001 - no numba (ImportError) or any numba/LLVM compile error: fall back
         reason = str(exc).splitlines()[0] if str(exc) else ""
         log.warning("fused selective scan unavailable (%s: %s); using the chunked scan", type(exc).__name__, reason)
