@@ -63,6 +63,25 @@ def test_checkpoint_storage_honours_the_endpoint(bucket, s3_server, tmp_path, mo
         storage(cfg.with_overrides(["run.storage_path=gs://x/y"]))
 
 
+def test_sweep_storage_honours_the_base_endpoint(bucket, s3_server, tmp_path):
+    """Tune's storage, as `tune_run_config` hands it to the Tuner (no Ray started): the base config's storage
+    section reaches the experiments' filesystem, and trials get a URI under the same root."""
+    from raycad.tune.sweep import SweepConfig, tune_run_config
+
+    cfg = SweepConfig.from_dict({"name": "sw", "storage_path": f"s3://{BUCKET}/tune",
+                                 "base": {"storage": {"endpoint": s3_server, "region": "us-east-1"}}})
+    run, trials = tune_run_config(cfg, "demo", tmp_path, max_failures=2)
+    assert (run.name, run.storage_path, run.failure_config.max_failures) == ("demo", f"{BUCKET}/tune/sw/tune", 2)
+    assert trials == f"s3://{BUCKET}/tune/sw/train/demo"
+    (tmp_path / "f").write_text("1")
+    pyarrow.fs.copy_files(str(tmp_path / "f"), f"{run.storage_path}/demo/experiment_state.json",  # as Tune
+                          source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=run.storage_filesystem)
+    assert _keys(bucket, "tune/") == ["tune/sw/tune/demo/experiment_state.json"]
+    run, trials = tune_run_config(SweepConfig.from_dict({"name": "sw"}), "demo", tmp_path)
+    assert (run.storage_path, run.storage_filesystem, trials) == (str(tmp_path / "ray" / "tune"), None,
+                                                                 str(tmp_path / "ray" / "train" / "demo"))
+
+
 def test_s3_uris_split_in_one_place():
     from raycad.storage import StorageError, filesystem, split_s3
 

@@ -397,7 +397,6 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     from ray.data import DataContext
 
     from raycad.baseline import baseline_step
-    from raycad.storage import ray_storage
     from raycad.train.cv import fold_datasets
     from raycad.tune.cleanup import ReleasePlacementGroups, start_registry
     from raycad.tune.progress import TrialProgress
@@ -406,10 +405,10 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     DataContext.get_current().enable_progress_bars = False
     label = safe_name(task.name)
     space = cfg.space.for_base(task.cfg)
-    # The sweep's Ray storage: <storage_path>/<name> (s3:// honours base.storage), else <out>/ray.
-    root = f"{cfg.storage_path.rstrip('/')}/{cfg.name}" if cfg.storage_path else str(out / "ray")
-    root_path, fs = ray_storage(root, cfg.base.storage.endpoint, cfg.base.storage.region)
-    root = root if fs is not None else root_path
+    callbacks = [ReleasePlacementGroups()] + ([TrialProgress(task.name, cfg.metric)] if show else [])
+    run_config, trial_storage = tune_run_config(cfg, label, out, callbacks=callbacks,
+                                                max_failures=task.cfg.run.max_failures)
+    fs = run_config.storage_filesystem
     data, num_train = _prepare(task, cfg.materialize)
     log.info("task %s: %d training records, %d classes, max_length %d", task.name, num_train, data.num_classes,
              data.max_length)
@@ -421,29 +420,44 @@ def _sweep_task(cfg: SweepConfig, task: TaskRun, out: Path, *, resume: bool, sho
     trials_log.parent.mkdir(parents=True, exist_ok=True)
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, base=task.cfg.to_dict(), data=data, num_train=num_train,
-                             storage_path=f"{root}/train/{label}", log_path=str(trials_log.resolve()),
+                             storage_path=trial_storage, log_path=str(trials_log.resolve()),
                              folds=folds),
         tune.PlacementGroupFactory([{"CPU": cfg.trial_cpu}]),
     )
-    experiment = f"{root_path}/tune"
-    exp_path = f"{experiment}/{label}"
+    exp_path = f"{run_config.storage_path}/{label}"
     start_registry()
-    callbacks = [ReleasePlacementGroups()] + ([TrialProgress(task.name, cfg.metric)] if show else [])
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
         log.info("task %s: restoring the interrupted Tune experiment %s", task.name, exp_path)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, storage_filesystem=fs,
                                    resume_unfinished=True, resume_errored=True)
     else:
-        tuner = _new_tuner(cfg, task, space, trainable, concurrent,
-                           tune.RunConfig(name=label, storage_path=experiment, storage_filesystem=fs,
-                                          callbacks=callbacks, verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=task.cfg.run.max_failures)))
+        tuner = _new_tuner(cfg, task, space, trainable, concurrent, run_config)
     log.info("task %s: %d trials, %d at a time, up to %d epochs each (ASHA %s)", task.name, cfg.num_samples,
              concurrent, space.max_epochs(task.cfg), "on" if cfg.asha.enabled else "off")
     grid = tuner.fit()
     trials = [_trial_record(r, cfg.metric, cfg.mode) for r in grid]
     return _task_row(cfg, task, data, trials, out, fs, wall=time.perf_counter() - t0, trials_log=trials_log,
                      baseline=baseline)
+
+
+def tune_run_config(cfg: SweepConfig, label: str, out: Path, *, callbacks: list | None = None,
+                    max_failures: int = 0) -> tuple[Any, str]:
+    """Tune's `RunConfig` for the task ``label`` of the sweep, and the storage of its trials' checkpoints.
+
+    The sweep's Ray storage is ``<storage_path>/<name>`` (an s3:// one through ``base.storage``'s endpoint and
+    region), else ``<out>/ray``: Tune's experiments under ``tune/``, the trials' checkpoints under
+    ``train/<label>`` (a URI for s3: each trial builds its filesystem from the same storage section).
+    """
+    from ray import tune
+
+    from raycad.storage import ray_storage
+
+    root = f"{cfg.storage_path.rstrip('/')}/{cfg.name}" if cfg.storage_path else str(out / "ray")
+    path, fs = ray_storage(root, cfg.base.storage.endpoint, cfg.base.storage.region)
+    run_config = tune.RunConfig(name=label, storage_path=f"{path}/tune", storage_filesystem=fs,
+                                callbacks=callbacks, verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=max_failures))
+    return run_config, f"{root if fs is not None else path}/train/{label}"
 
 
 def _new_tuner(cfg: SweepConfig, task: TaskRun, space: Any, trainable: Any, concurrent: int,
