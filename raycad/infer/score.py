@@ -213,7 +213,7 @@ def evaluate(ds: ray.data.Dataset, model: str | os.PathLike | Any, num_classes: 
         if names is None:
             names = [k for k in batch if k.startswith("prob_")]
         probs = torch.from_numpy(np.stack([batch[n] for n in names], axis=1).astype(np.float64))
-        labels = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
+        labels = torch.tensor(batch["label"], dtype=torch.int64)  # a copy: Ray hands read-only arrays
         acc.update(probs.clamp_min(1e-45).log(), labels)
         processes.update(int(p) for p in np.unique(batch["process"]))
     seconds = time.perf_counter() - start
