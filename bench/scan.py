@@ -198,7 +198,10 @@ def timed_train_step(model, optimizer, ids, labels) -> tuple[float, float]:
 
 
 def bench_model(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
-    """Training step (forward + backward + AdamW) per preset and length, chunked vs fused interleaved."""
+    """Training step (forward + backward + AdamW) per preset and length, chunked vs fused interleaved (and with
+    ``--flip-baseline`` the fused scan with the reverse direction on flipped copies, as before the kernels walked
+    it backwards)."""
+    from raycad.model import modeling
     from raycad.model.scan import set_scan_impl
 
     rows = []
@@ -210,13 +213,21 @@ def bench_model(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         model.train()
         load_before = load()
         times: dict[str, list[tuple[float, float]]] = {"chunked": [], "fused": []}
+        if args.flip_baseline:
+            times["fused_flip"] = []
+
+        def use(impl: str) -> None:  # fused_flip: the fused scan with the reverse direction on flipped copies
+            set_scan_impl(impl.removesuffix("_flip"))
+            modeling.REVERSE_IN_KERNELS = impl != "fused_flip"
+
         for impl in times:  # warm-up (compiles / first allocations)
-            set_scan_impl(impl)
+            use(impl)
             train_step(model, optimizer, ids, labels)
         for _ in range(args.model_steps):
             for impl, seconds in times.items():
-                set_scan_impl(impl)
+                use(impl)
                 seconds.append(timed_train_step(model, optimizer, ids, labels))
+        use("fused")
         set_scan_impl("auto")
         best = {k: min(s for s, _ in v) for k, v in times.items()}
         best_wall = {k: min(w for _, w in v) for k, v in times.items()}
@@ -228,6 +239,8 @@ def bench_model(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
             "speedup": best["chunked"] / best["fused"], "wall_speedup": best_wall["chunked"] / best_wall["fused"],
             "load": max(load_before, load()),
         }
+        if args.flip_baseline:
+            row |= {"fused_flip_step_s": best["fused_flip"], "flip_speedup": best["fused_flip"] / best["fused"]}
         console.print(row)
         rows.append(row)
         _MODEL_ROWS.setdefault((preset, length), row)
@@ -440,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "caduceus-ps-1k-d256-l4:1024"])
     parser.add_argument("--model-batch", type=int, default=32)
     parser.add_argument("--model-steps", type=int, default=3, help="timed steps per path (best of)")
+    parser.add_argument("--flip-baseline", action="store_true",
+                        help="model steps: also time the fused scan with the reverse direction on flipped copies")
     parser.add_argument("--model-threads", type=int, nargs="+",
                         help="thread counts of the model-step table (default: --threads)")
     parser.add_argument("--memory-preset", default="caduceus-ps-1k-d256-l4")

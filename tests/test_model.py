@@ -349,26 +349,33 @@ def test_gradient_checkpointing_matches():
         assert torch.allclose(param.grad, grads[name], atol=1e-6), name
 
 
-@pytest.mark.parametrize("rcps", [True, False])
-def test_fused_batch_major_mixer_matches_chunked(rcps, monkeypatch):
-    """With the fused scan the mixer runs batch-major (numba conv and scan on [B, L, *] storage); its logits and
-    every parameter gradient equal the time-major chunked path's."""
+@pytest.mark.parametrize("rcps,overrides", [(True, {}), (False, {}),
+                                             (False, {"bidirectional_strategy": "ew_multiply",
+                                                      "bidirectional_weight_tie": False})])
+def test_fused_batch_major_mixer_matches_chunked(rcps, overrides, monkeypatch):
+    """With the fused scan the mixer runs batch-major (numba conv and scan on [B, L, *] storage, the reverse
+    direction walking time backwards instead of flipped copies); its logits and every parameter gradient equal
+    the time-major chunked path's (which flips), and so do the fused path's with flipped copies (the benchmarks'
+    ``REVERSE_IN_KERNELS = False``)."""
     pytest.importorskip("numba")
-    from raycad.model import scan
+    from raycad.model import modeling, scan
 
     torch.manual_seed(0)
-    model = CaduceusForSequenceClassification(tiny_config(rcps=rcps)).train()
+    model = CaduceusForSequenceClassification(tiny_config(rcps=rcps, **overrides)).train()
     ids, labels = random_ids(), torch.tensor([0, 1, 1])
     results = {}
-    for impl in ("chunked", "fused"):
+    for impl, in_kernels in (("chunked", True), ("fused", True), ("fused", False)):
         monkeypatch.setattr(scan, "_configured", impl)
+        monkeypatch.setattr(modeling, "REVERSE_IN_KERNELS", in_kernels)
         model.zero_grad()
         out = model(ids, labels=labels)
         out.loss.backward()
-        results[impl] = {"logits": out.logits.detach(), **{n: p.grad.clone() for n, p in model.named_parameters()}}
+        results[impl, in_kernels] = {"logits": out.logits.detach(),
+                                     **{n: p.grad.clone() for n, p in model.named_parameters()}}
     assert scan.scan_path() == "fused"
-    for name, want in results["chunked"].items():
-        assert max_err(results["fused"][name], want) <= 1e-5 * (want.abs().max().item() + 1e-12), name
+    for got in (results["fused", True], results["fused", False]):
+        for name, want in results["chunked", True].items():
+            assert max_err(got[name], want) <= 1e-5 * (want.abs().max().item() + 1e-12), name
 
 
 def test_unfused_rcps_layout_loads_and_differs(reference, tmp_path):

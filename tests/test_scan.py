@@ -254,6 +254,56 @@ def test_fused_matches_reference(use, softplus, last, bc):
         assert_close(run(selective_scan_fused, inputs, use, softplus, last), want, rtol=1e-5)
 
 
+def reference_reversed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False, reverse_groups=0):
+    """`selective_scan_reference` with the last ``reverse_groups`` B/C groups run on time-flipped copies of their
+    inputs, the output flipped back: what the fused kernels' backward walk must equal."""
+    groups = B.shape[1] if B.dim() == 4 else 1
+    first = u.shape[1] - u.shape[1] // groups * reverse_groups   # first reversed channel
+
+    def flip(t, dim=1, start=first):
+        if t is None:
+            return None
+        return torch.cat([t.narrow(dim, 0, start), t.narrow(dim, start, t.shape[dim] - start).flip(-1)], dim)
+
+    B_, C_ = ((flip(M, 1, groups - reverse_groups) if M.dim() == 4 else (M.flip(-1) if reverse_groups else M))
+              for M in (B, C))
+    res = selective_scan_reference(flip(u), flip(delta), A, B_, C_, D, flip(z), delta_bias, delta_softplus,
+                                   return_last_state)
+    return (flip(res[0]), res[1]) if return_last_state else flip(res)
+
+
+@needs_numba
+@pytest.mark.parametrize("reverse_groups,bc", [(1, "grouped"), (2, "grouped"), (1, "variable")])
+@pytest.mark.parametrize("tm", [False, True])
+def test_fused_reverse_groups_walk_time_backwards(reverse_groups, bc, tm):
+    """``reverse_groups`` (the bidirectional mixer's reverse direction without flipped copies): output, last state
+    and every gradient equal the reference scan of time-flipped inputs, flipped back; both kernel layouts."""
+    inputs = make_inputs(d=10, l=19, bc=bc, seed=reverse_groups)
+    inputs = time_major(inputs) if tm else inputs
+    use = ("D", "z", "delta_bias")
+    want = run(reference_reversed, inputs, use, True, True, reverse_groups=reverse_groups)
+    with fused_blocks(chunk=8, width=4):  # 19 steps = 2 chunks + 3; 5 channels per group = a block + 1
+        got = run(selective_scan_fused, inputs, use, True, True, reverse_groups=reverse_groups)
+    assert_close(got, want, rtol=1e-5)
+    forward_only = run(selective_scan_reference, inputs, use, True, True)
+    assert (got["out"] - forward_only["out"]).abs().max() > 1e-2  # the reversed channels did walk backwards
+    with pytest.raises(ValueError, match="reverse_groups"):
+        selective_scan_fused(**{k: inputs[k] for k in ("u", "delta", "A", "B", "C")}, reverse_groups=3)
+
+
+@needs_numba
+def test_fused_reverse_gradcheck_float64():
+    inputs = {k: v.detach().double().requires_grad_() for k, v in make_inputs(b=2, d=4, n=2, l=7, bc="grouped").items()}
+
+    def fn(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True, return_last_state=True,
+                                    reverse_groups=1)
+
+    with fused_blocks(chunk=3, width=1):
+        assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in NAMES), eps=1e-6, atol=1e-7)
+
+
 @needs_numba
 @pytest.mark.parametrize("length", [1, 65])
 @pytest.mark.parametrize("layout", ["batch_major", "time_major"])
@@ -420,12 +470,17 @@ def test_model_scan_impl_config_reaches_the_scan(monkeypatch):
 
 
 @needs_numba
-@pytest.mark.parametrize("length,batch_major", [(1, False), (2, False), (9, False), (9, True)])
-def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major):
+@pytest.mark.parametrize("length,batch_major,reverse_from", [(1, False, None), (2, False, None), (9, False, None),
+                                                             (9, True, None), (2, False, 2), (9, True, 2)])
+def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major, reverse_from):
     """The numba depthwise causal conv + SiLU (used when the scan runs fused) against the shifted multiply-adds
     and F.silu, on time-major storage and on the [L, B, C] view of batch-major storage (the fused mixer's):
-    float64 to 1e-12 and gradcheck, float32 (the kernels' own exp) to 1e-5."""
-    from raycad.model.modeling import _causal_conv_silu
+    float64 to 1e-12 and gradcheck, float32 (the kernels' own exp) to 1e-5. With ``reverse_from`` the channels
+    from it on walk time backwards in the kernel; the PyTorch path flips them around a causal conv."""
+    from raycad.model import modeling
+
+    def _causal_conv_silu(*args):
+        return modeling._causal_conv_silu(*args, reverse_from=reverse_from)
 
     g = torch.Generator().manual_seed(length)
     x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) * 3 for s in ((length, 3, 5), (5, 4), (5,)))
@@ -442,6 +497,10 @@ def test_fused_depthwise_conv_matches_pytorch(monkeypatch, length, batch_major):
         return {"out": out, **dict(zip(("x", "w", "b"), grads))}
 
     assert_close(value_and_grads("fused"), value_and_grads("chunked"), rtol=1e-12)
+    if reverse_from is not None and length > 1:  # the reversed channels differ from the causal conv's, the rest not
+        plain = modeling._causal_conv_silu(x, w, b)
+        assert torch.equal(_causal_conv_silu(x, w, b)[..., :reverse_from], plain[..., :reverse_from])
+        assert (_causal_conv_silu(x, w, b)[..., reverse_from:] - plain[..., reverse_from:]).abs().max() > 1e-2
     assert_close(value_and_grads("fused", torch.float32), value_and_grads("chunked", torch.float32), rtol=1e-5)
     inputs = tuple(t.float().requires_grad_() for t in (x, w, b))
     monkeypatch.setattr(scan, "_configured", "fused")

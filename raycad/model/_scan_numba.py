@@ -18,6 +18,12 @@ the adjoint recurrence in reverse::
 
     G[t] = dL/dx[t] = C[t] dy[t] + exp(delta'[t+1] A) G[t+1]
 
+Groups from ``rev_group`` on run *reversed in time* (step ``L - 1`` first: their ``out[t]`` depends on steps
+``t..L-1``), as the bidirectional mixer's reverse direction needs: the same as flipping their inputs in time,
+scanning and flipping the output back, without the copies. A task maps its logical step ``t`` to row
+``L - 1 - t``; chunks and saved states are in logical order. The conv kernels take ``rev_from`` likewise: channels
+from it on are anti-causal (the conv of the time-reversed sequence, read back in the original order).
+
 The gradients of A, D and delta_bias are written per batch row (summed by the caller); those of B/C are summed
 over a task's channels and written per split (one split unless there are fewer (row, group) pairs than threads).
 
@@ -204,6 +210,14 @@ def _layout(shape, batch_major):
 
 
 @njit(inline="always")
+def _step(t, length, rev):
+    """The row (storage step) of a task's logical step ``t``: ``t``, or ``length - 1 - t`` walking backwards."""
+    if rev:
+        return U(length - 1 - t)
+    return U(t)
+
+
+@njit(inline="always")
 def _strides(batch_major, length, batch, row):
     """(time stride, batch stride) in elements of an array whose per-(step, batch row) record has ``row``
     elements (``d``, or ``g * n`` for B/C)."""
@@ -213,11 +227,12 @@ def _strides(batch_major, length, batch, row):
 
 
 @njit(parallel=True, cache=True, **JIT)
-def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, batch_major, k, chunk, width, n_splits, out,
-                 last, states):
+def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, batch_major, rev_group, k, chunk, width,
+                 n_splits, out, last, states):
     """Forward: ``out`` (``u``'s layout) and ``last`` [b, d, n]; ``states`` [L/T, b, n, d] receives the state
     entering each chunk (when its first dimension is > 0). ``A2t`` is A^T, times log2(e) in float32 (see
-    `_decay`); ``z`` is ignored unless ``gate``; pass zeros for an absent ``D`` or ``bias``."""
+    `_decay`); ``z`` is ignored unless ``gate``; pass zeros for an absent ``D`` or ``bias``. Groups ``>= rev_group``
+    walk time backwards (``states`` then hold the state entering each chunk of their reversed walk)."""
     length, batch = _layout(u.shape, batch_major)
     dim, n_groups, n_state = u.shape[2], Bm.shape[2], Bm.shape[3]
     head = dim // n_groups
@@ -229,6 +244,7 @@ def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, batch_major,
     N, Dm, Wd = U(n_state), U(dim), U(width)
     for task in prange(batch * n_groups * n_splits):
         b, g, _, blk0, blk1 = _task_blocks(task, n_groups, n_splits, head, width)
+        rev = g >= rev_group
         x = np.empty(n_state * width, u.dtype)
         dt = np.empty(width, u.dtype)
         du = np.empty(width, u.dtype)
@@ -239,8 +255,9 @@ def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, batch_major,
             w = U(min(width, (g + 1) * head - (g * head + blk * width)))
             x[:] = 0
             for t in range(length):
-                r = U(t) * st + U(b) * sb + c0
-                bc = U(t) * stB + U(b) * sbB + U(g) * N
+                p = _step(t, length, rev)
+                r = p * st + U(b) * sb + c0
+                bc = p * stB + U(b) * sbB + U(g) * N
                 if save and t % chunk == 0:
                     for n in range(N):
                         so = (U(t // chunk * batch + b) * N + n) * Dm + c0
@@ -261,17 +278,22 @@ def scan_forward(u, delta, z, D, bias, A2t, Bm, Cm, softplus, gate, batch_major,
 
 
 @njit(inline="always", **JIT)
-def _recompute_chunk(df, bias, uf, af, bf, cf, sf, so, r0, st, bc0, stB, nt, c0, w, N, Dm, Wd, softplus, k,
-                     X, dA, dt, du, sig, y):
+def _recompute_chunk(df, bias, uf, af, bf, cf, sf, so, r0, st, bc0, stB, nt, rev, c0, w, N, Dm, Wd, softplus,
+                     k, X, dA, dt, du, sig, y):
     """A chunk's states ``X`` (``X[i + 1]`` = after step i; ``X[0]`` loaded from the saved entry state at ``sf[so]``,
     rows ``n * Dm`` apart), decay factors ``dA``, ``dt``/``du``/``sig`` and pre-gate outputs ``y`` ([T, n, W] and
-    [T, W] block buffers), from the chunk's first input row ``r0`` and B/C record ``bc0``."""
+    [T, W] block buffers), from the chunk's first input row ``r0`` and B/C record ``bc0`` (its later steps come
+    ``st`` / ``stB`` after them, or before them when ``rev``)."""
     NW = N * Wd
     for n in range(N):
         for h in range(w):
             X[n * Wd + h] = sf[so + n * Dm + h]
     for i in range(U(nt)):
-        r, bc, iw = r0 + i * st, bc0 + i * stB, i * Wd
+        if rev:
+            r, bc = r0 - i * st, bc0 - i * stB
+        else:
+            r, bc = r0 + i * st, bc0 + i * stB
+        iw = i * Wd
         _delta_row(df, bias, uf, r, c0, w, softplus, k, dt, du, sig, iw)
         for h in range(w):
             y[iw + h] = 0
@@ -314,8 +336,8 @@ def _adjoint_step(i, bf, cf, atf, bc, pc, c0, w, N, Dm, Wd, k, X, dA, dt, du, gy
 
 
 @njit(parallel=True, cache=True, **JIT)
-def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_major, k, chunk, width, n_splits,
-                  states, gout, glast, gu, gdelta, gz, gD, gbias, gA, gBp, gCp):
+def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_major, rev_group, k, chunk, width,
+                  n_splits, states, gout, glast, gu, gdelta, gz, gD, gbias, gA, gBp, gCp):
     """Backward of `scan_forward`. Writes ``gu``, ``gdelta``, ``gz`` (when ``gate``; ``u``'s layout), per batch
     row ``gD``, ``gbias`` [b, d] and ``gA`` [b, d, n], per split ``gBp``/``gCp`` [S, *B.shape] (zero-initialised,
     accumulated). ``glast`` is [b, d, n] (zeros when the last state has no gradient)."""
@@ -330,6 +352,7 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_m
     N, Dm, Wd = U(n_state), U(dim), U(width)
     for task in prange(batch * n_groups * n_splits):
         b, g, s, blk0, blk1 = _task_blocks(task, n_groups, n_splits, head, width)
+        rev = g >= rev_group
         X = np.empty((chunk + 1) * n_state * width, u.dtype)
         dA = np.empty(chunk * n_state * width, u.dtype)
         dt = np.empty(chunk * width, u.dtype)
@@ -350,15 +373,17 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_m
             gDb[:] = 0
             gbb[:] = 0
             for kc in range(states.shape[0] - 1, -1, -1):
-                t0 = U(kc * chunk)
-                nt = min(chunk, length - kc * chunk)
+                t0 = kc * chunk
+                nt = min(chunk, length - t0)
+                p0 = _step(t0, length, rev)
                 _recompute_chunk(df, bias, uf, af, bf, cf, sf, U(kc * batch + b) * N * Dm + c0,
-                                 t0 * st + U(b) * sb + c0, st, t0 * stB + U(b) * sbB + U(g) * N, stB, nt, c0, w, N,
-                                 Dm, Wd, softplus, k, X, dA, dt, du, sig, y)
+                                 p0 * st + U(b) * sb + c0, st, p0 * stB + U(b) * sbB + U(g) * N, stB, nt, rev, c0, w,
+                                 N, Dm, Wd, softplus, k, X, dA, dt, du, sig, y)
                 for ii in range(nt - 1, -1, -1):  # newest step first
                     i = U(ii)
-                    r = (t0 + i) * st + U(b) * sb + c0
-                    bc = (t0 + i) * stB + U(b) * sbB + U(g) * N
+                    p = _step(t0 + ii, length, rev)
+                    r = p * st + U(b) * sb + c0
+                    bc = p * stB + U(b) * sbB + U(g) * N
                     _gate_back_row(gof, y, i * Wd, uf, D, zf, r, c0, w, gate, k, gy, gzf, gDb)
                     _adjoint_step(i, bf, cf, atf, bc, U(s) * U(length * batch) * U(n_groups) * N + bc, c0, w, N, Dm,
                                   Wd, k, X, dA, dt, du, gy, G, gAb, gdu, gdtA, gbf, gcf)
@@ -372,37 +397,55 @@ def scan_backward(u, delta, z, D, bias, A2t, At, Bm, Cm, softplus, gate, batch_m
 
 
 @njit(inline="always", **JIT)
-def _conv_row(xf, wf, bias, r, t, b, st, sb, C, kernel, out):
-    """``out[r:r + C] = bias + sum_k wT[k] x[t - K + 1 + k]`` (the pre-activation of one (step, batch row))."""
-    for c in range(C):
+def _conv_row(xf, wf, bias, r, t, b, st, sb, C, lo, hi, rev, length, kernel, out):
+    """``out[r + c] = bias + sum_k wT[k] x[t - K + 1 + k]`` for channels ``lo <= c < hi`` (the pre-activation of
+    one (step, batch row)); ``x[t + K - 1 - k]`` when ``rev`` (the causal conv of the time-reversed sequence)."""
+    for c in range(lo, hi):
         out[r + c] = bias[c]
-    for k in range(max(0, kernel - 1 - t), kernel):
-        rs, wo = U(t - kernel + 1 + k) * st + U(b) * sb, U(k) * C
-        for c in range(C):
+    for k in range(max(0, kernel - 1 - (length - 1 - t if rev else t)), kernel):
+        src = t + kernel - 1 - k if rev else t - kernel + 1 + k
+        rs, wo = U(src) * st + U(b) * sb, U(k) * C
+        for c in range(lo, hi):
             out[r + c] += wf[wo + c] * xf[rs + c]
 
 
+@njit(inline="always", **JIT)
+def _conv_taps_back(ga, xf, wf, r, s, b, C, lo, hi, rev, length, kernel, gxf, gwf):
+    """``x[s]``'s share of the conv backward for channels ``lo <= c < hi``: ``gx[s] += ga[t] wT[j]`` and
+    ``gw[j] += ga[t] x[s]`` over the output steps ``t`` that read ``x[s]`` with tap ``j`` (``ga`` holds
+    dL/d(pre-activation) per step, ``C`` apart)."""
+    first = max(0, kernel - 1 - s) if rev else max(0, s + kernel - length)
+    for j in range(first, kernel):
+        t = s - (kernel - 1 - j) if rev else s + kernel - 1 - j
+        qt, wo, gwo = U(t) * C, U(j) * C, U(b * kernel + j) * C
+        for c in range(lo, hi):
+            gxf[r + c] += ga[qt + c] * wf[wo + c]
+            gwf[gwo + c] += ga[qt + c] * xf[r + c]
+
+
 @njit(parallel=True, cache=True, **JIT)
-def conv_forward(x, wT, bias, batch_major, k, out):
+def conv_forward(x, wT, bias, batch_major, rev_from, k, out):
     """``silu`` of the causal depthwise conv1d of ``x`` [L, b, c] (or [b, L, c] when ``batch_major``; ``out``
     alike) with ``wT`` [K, c] (the weight transposed) and ``bias`` [c]: ``out[t] = silu(bias + sum_k wT[k]
-    x[t - K + 1 + k])`` (terms before the start left out); ``k``: `constants`."""
+    x[t - K + 1 + k])`` (terms before the start left out); channels from ``rev_from`` on read ``x[t + K - 1 - k]``
+    (terms past the end left out: the conv of the time-reversed sequence); ``k``: `constants`."""
     length, batch = _layout(x.shape, batch_major)
     chans, kernel = x.shape[2], wT.shape[0]
     st, sb = _strides(batch_major, length, batch, chans)
     xf, of, wf = x.reshape(-1), out.reshape(-1), wT.reshape(-1)
-    C = U(chans)
+    C, R = U(chans), U(rev_from)
     for b in prange(batch):
         for t in range(length):
             r = U(t) * st + U(b) * sb
-            _conv_row(xf, wf, bias, r, t, b, st, sb, C, kernel, of)
+            _conv_row(xf, wf, bias, r, t, b, st, sb, C, U(0), R, False, length, kernel, of)
+            _conv_row(xf, wf, bias, r, t, b, st, sb, C, R, C, True, length, kernel, of)
             for c in range(C):
                 a = of[r + c]
                 of[r + c] = a * _sigmoid(a, k)
 
 
 @njit(parallel=True, cache=True, **JIT)
-def conv_backward(x, wT, bias, gout, batch_major, k, gx, gw_rows, gb_rows):
+def conv_backward(x, wT, bias, gout, batch_major, rev_from, k, gx, gw_rows, gb_rows):
     """Backward of `conv_forward` (the pre-activation recomputed, one ``[L, c]`` buffer per batch row): ``gx``
     (``x``'s layout); per batch row the weight gradient ``gw_rows`` [b, K, c] and the bias gradient ``gb_rows``
     [b, c]."""
@@ -411,12 +454,13 @@ def conv_backward(x, wT, bias, gout, batch_major, k, gx, gw_rows, gb_rows):
     st, sb = _strides(batch_major, length, batch, chans)
     xf, gof, gxf, wf, gwf, gbf = x.reshape(-1), gout.reshape(-1), gx.reshape(-1), wT.reshape(-1), \
         gw_rows.reshape(-1), gb_rows.reshape(-1)
-    C = U(chans)
+    C, R = U(chans), U(rev_from)
     for b in prange(batch):
         ga = np.empty(length * chans, x.dtype)  # dL / d(pre-activation), this row's steps
         for t in range(length):
             r, q = U(t) * st + U(b) * sb, U(t) * C
-            _conv_row(xf, wf, bias, q, t, b, st, sb, C, kernel, ga)  # ga[q:] = pre-activation a, then:
+            _conv_row(xf, wf, bias, q, t, b, st, sb, C, U(0), R, False, length, kernel, ga)  # ga[q:] = a, then:
+            _conv_row(xf, wf, bias, q, t, b, st, sb, C, R, C, True, length, kernel, ga)
             for c in range(C):
                 sg = _sigmoid(ga[q + c], k)
                 ga[q + c] = gof[r + c] * sg * (k[18] + ga[q + c] * (k[18] - sg))
@@ -428,11 +472,8 @@ def conv_backward(x, wT, bias, gout, batch_major, k, gx, gw_rows, gb_rows):
             for c in range(C):
                 gxf[r + c] = 0
                 gbf[bo + c] += ga[q + c]
-            for j in range(max(0, s + kernel - length), kernel):
-                qt, wo, gwo = U(s + kernel - 1 - j) * C, U(j) * C, U(b * kernel + j) * C
-                for c in range(C):  # the output step t = s + K - 1 - j reads x[s] with tap j
-                    gxf[r + c] += ga[qt + c] * wf[wo + c]
-                    gwf[gwo + c] += ga[qt + c] * xf[r + c]
+            _conv_taps_back(ga, xf, wf, r, s, b, C, U(0), R, False, length, kernel, gxf, gwf)
+            _conv_taps_back(ga, xf, wf, r, s, b, C, R, C, True, length, kernel, gxf, gwf)
 
 
 def numba_version() -> str:

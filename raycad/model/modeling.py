@@ -47,7 +47,7 @@ from transformers.modeling_outputs import (
 
 from raycad.model.configuration import CaduceusConfig
 from raycad.model.kernels import fused_kernels
-from raycad.model.scan import fused_scan_kernels, scan_path, selective_scan
+from raycad.model.scan import fused_scan_kernels, scan_path, selective_scan, selective_scan_fused
 from raycad.runtime import get_logger
 
 log = get_logger("raycad.model")
@@ -57,6 +57,9 @@ TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
 
 _LOGGED: set[str] = set()
+# With the fused scan, the reverse direction of a bidirectional mixer walks time backwards inside the numba conv
+# and scan kernels instead of running on flipped copies. False restores the copies (benchmarks, debugging).
+REVERSE_IN_KERNELS = True
 
 
 def _log_once(key: str, message: str) -> None:
@@ -118,19 +121,20 @@ class _FusedCausalConvSiLU(torch.autograd.Function):
     """``silu(causal depthwise conv1d(x))`` on time-major ``[L, B, C]`` by the numba CPU kernels that also run the
     fused selective scan: one pass forward; one backward that recomputes the pre-activation (nothing but ``x``
     is kept). ``x`` is a contiguous ``[L, B, C]`` tensor, or with ``batch_major`` the ``[L, B, C]`` view of a
-    contiguous ``[B, L, C]`` one; the output and ``x``'s gradient have the same layout."""
+    contiguous ``[B, L, C]`` one; the output and ``x``'s gradient have the same layout. Channels from
+    ``reverse_from`` on are convolved in reversed time (see `_causal_conv_silu`)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, batch_major: bool) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, batch_major: bool, reverse_from: int) -> Tensor:
         kernels = fused_scan_kernels()
         wT = weight.t().contiguous()
         x_k = x.transpose(0, 1) if batch_major else x   # the kernel's contiguous array
         out = torch.empty_like(x_k)
         b = (bias if bias is not None else x.new_zeros(x.shape[-1])).detach().contiguous()
-        kernels.conv_forward(x_k.detach().numpy(), wT.detach().numpy(), b.numpy(), batch_major,
+        kernels.conv_forward(x_k.detach().numpy(), wT.detach().numpy(), b.numpy(), batch_major, reverse_from,
                              kernels.constants(x_k.detach().numpy().dtype), out.numpy())
         ctx.save_for_backward(x_k, wT, b)
-        ctx.has_bias, ctx.batch_major = bias is not None, batch_major
+        ctx.has_bias, ctx.batch_major, ctx.reverse_from = bias is not None, batch_major, reverse_from
         return out.transpose(0, 1) if batch_major else out
 
     @staticmethod
@@ -141,20 +145,35 @@ class _FusedCausalConvSiLU(torch.autograd.Function):
         gout_k = (gout.transpose(0, 1) if ctx.batch_major else gout).contiguous()
         gx, gw_rows, gb_rows = torch.empty_like(x_k), x_k.new_empty(batch, *wT.shape), x_k.new_empty(batch, x_k.shape[-1])
         x_np = x_k.detach().numpy()
-        kernels.conv_backward(x_np, wT.detach().numpy(), b.numpy(), gout_k.numpy(), ctx.batch_major,
+        kernels.conv_backward(x_np, wT.detach().numpy(), b.numpy(), gout_k.numpy(), ctx.batch_major, ctx.reverse_from,
                               kernels.constants(x_np.dtype), gx.numpy(), gw_rows.numpy(), gb_rows.numpy())
         return (gx.transpose(0, 1) if ctx.batch_major else gx, gw_rows.sum(0).t(),
-                gb_rows.sum(0) if ctx.has_bias else None, None)
+                gb_rows.sum(0) if ctx.has_bias else None, None, None)
 
 
-def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse_from: int | None = None) -> Tensor:
     """``silu(causal depthwise conv1d(x))`` on time-major ``x`` ``[L, B, C]`` with ``weight`` ``[C, K]``.
 
+    Channels from ``reverse_from`` on (none when None) are convolved in reversed time: their output is
+    ``flip(conv(flip(x)))`` along L (the reverse direction of a bidirectional mixer, on unflipped tensors).
     Uses ``causal_conv1d_fn`` when `fused_kernels` gives it (CUDA), the numba CPU kernel when the selective scan
-    runs fused (`raycad.model.scan.scan_path`), else K shifted multiply-adds (the same sums as
-    ``nn.Conv1d(C, C, K, groups=C, padding=K-1)`` truncated to L). Either way the output has ``x``'s dtype
-    (bf16 under autocast), as the selective scan kernel needs u, delta, B, C and z in one dtype.
+    runs fused (`raycad.model.scan.scan_path`; it walks reversed channels backwards, no copies), else K shifted
+    multiply-adds (the same sums as ``nn.Conv1d(C, C, K, groups=C, padding=K-1)`` truncated to L). Either way the
+    output has ``x``'s dtype (bf16 under autocast), as the selective scan kernel needs u, delta, B, C and z in one
+    dtype.
     """
+    channels = x.shape[-1]
+    if reverse_from is None or reverse_from >= channels:
+        reverse_from = channels
+    if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.float64) and scan_path(x.device) == "fused":
+        _log_once("conv-numba", "Caduceus depthwise conv: fused numba kernel (cpu)")
+        batch_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+        return _FusedCausalConvSiLU.apply(x if batch_major else x.contiguous(), weight, bias, batch_major,
+                                          reverse_from)
+    if reverse_from < channels:  # other paths: flip the reversed channels in time around a causal conv
+        def flip_tail(t: Tensor) -> Tensor:
+            return torch.cat([t[..., :reverse_from], t[..., reverse_from:].flip(0)], dim=-1)
+        return flip_tail(_causal_conv_silu(flip_tail(x), weight, bias))
     length, kernel = x.shape[0], weight.shape[-1]
     conv_fn = fused_kernels(x.device).causal_conv1d_fn
     if conv_fn is not None:
@@ -162,10 +181,6 @@ def _causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         bias = None if bias is None else bias.to(x.dtype)
         out = conv_fn(x.permute(1, 2, 0).contiguous(), weight.to(x.dtype), bias, activation="silu")
         return out.permute(2, 0, 1)
-    if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.float64) and scan_path(x.device) == "fused":
-        _log_once("conv-numba", "Caduceus depthwise conv: fused numba kernel (cpu)")
-        batch_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
-        return _FusedCausalConvSiLU.apply(x if batch_major else x.contiguous(), weight, bias, batch_major)
     _log_once(f"conv-{x.device.type}", f"Caduceus depthwise conv: pure PyTorch ({x.device.type})")
     dtype = x.dtype
     xpad = F.pad(x.to(weight.dtype), (0, 0, 0, 0, kernel - 1, 0))  # computed in the weights' dtype (fp32)
@@ -259,7 +274,8 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
     Direction ``i`` sees the sequence reversed when ``i == 1``. Its channels occupy block ``i`` of a
     ``[L, B, n_dir * d_inner]`` tensor; B/C enter the scan as ``n_dir`` groups. Returns ``[L, B, D]``.
     When the scan runs fused (numba, CPU) the mixer works batch-major (``[B, L, *]`` storage, time along dim 1),
-    the layout the fused kernels walk fastest; the chunked scan wants time-major storage.
+    the layout the fused kernels walk fastest, and the reverse direction never flips a tensor: its conv and scan
+    channels walk time backwards in the kernels. The chunked scan wants time-major storage and flipped copies.
     """
     if scan_path(h.device) == "fused":
         return _mix(h.transpose(0, 1).contiguous(), mambas, tied, strategy, time_dim=1).transpose(0, 1).contiguous()
@@ -268,23 +284,29 @@ def _bidirectional_mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str
 
 def _mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str, time_dim: int) -> Tensor:
     """`_bidirectional_mix` on ``h`` with time along ``time_dim`` (0: ``[L, B, D]``, 1: ``[B, L, D]``); every
-    intermediate keeps that layout, and the output too."""
+    intermediate keeps that layout, and the output too. Batch-major (the fused kernels) the reverse direction
+    stays in the original time order and its kernels walk backwards; time-major it runs on flipped copies."""
     n_dir = len(mambas)
     first = mambas[0]
     e, r, n = first.d_inner, first.dt_rank, first.d_state
+    walk_back = REVERSE_IN_KERNELS and time_dim == 1 and n_dir == 2  # reverse direction in the kernels: no copies
+
+    def reverse(t: Tensor) -> Tensor:
+        return t if walk_back else t.flip(time_dim)
 
     # Input projection: shared when tied (per position, so project once and reverse the projection).
     if tied:
         xz = first.in_proj(h)
-        xzs = [xz, xz.flip(time_dim)][:n_dir]
+        xzs = [xz, reverse(xz)][:n_dir]
     else:
-        xzs = [m.in_proj(h if i == 0 else h.flip(time_dim)) for i, m in enumerate(mambas)]
+        xzs = [m.in_proj(h if i == 0 else reverse(h)) for i, m in enumerate(mambas)]
     x_parts, z_parts = zip(*(t.split(e, dim=-1) for t in xzs))  # split (not slicing): cheap backward
     x, z = torch.cat(x_parts, dim=-1), torch.cat(z_parts, dim=-1)
 
     conv_w = torch.cat([m.conv1d.weight[:, 0, :] for m in mambas])
     conv_b = torch.cat([m.conv1d.bias for m in mambas]) if first.conv1d.bias is not None else None
-    x = _causal_conv_silu(x.movedim(time_dim, 0), conv_w, conv_b).movedim(0, time_dim)  # the conv is [L, B, C]
+    x = _causal_conv_silu(x.movedim(time_dim, 0), conv_w, conv_b,                    # the conv is [L, B, C]
+                          reverse_from=e if walk_back else None).movedim(0, time_dim)
 
     dts, Bs, Cs = [], [], []
     for m, x_dir in zip(mambas, x.split(e, dim=-1)):
@@ -300,13 +322,13 @@ def _mix(h: Tensor, mambas: list[Mamba], tied: bool, strategy: str, time_dim: in
     dt_bias = torch.cat([m.dt_proj.bias for m in mambas]).float()          # added in the scan, in float32
 
     # The scan's convention is [batch, dim, length]: views of this layout's storage (time moved last).
-    y = selective_scan(x.movedim(time_dim, -1), dt.movedim(time_dim, -1), A, B.movedim(time_dim, -1),
-                       C.movedim(time_dim, -1), D, z=z.movedim(time_dim, -1), delta_bias=dt_bias,
-                       delta_softplus=True)
+    scan_args = (x.movedim(time_dim, -1), dt.movedim(time_dim, -1), A, B.movedim(time_dim, -1),
+                 C.movedim(time_dim, -1), D, z.movedim(time_dim, -1), dt_bias, True)
+    y = selective_scan_fused(*scan_args, reverse_groups=1) if walk_back else selective_scan(*scan_args)
     y = y.movedim(-1, time_dim)                                          # [L, B, n_dir * e]
     if n_dir == 1:
         return first.out_proj(y)
-    y_fwd, y_rev = y[..., :e], y[..., e:].flip(time_dim)
+    y_fwd, y_rev = y[..., :e], reverse(y[..., e:])
     if tied and strategy == "add":  # out_proj(a) + out_proj(b) == out_proj(a + b) (+ the bias once more)
         out = first.out_proj(y_fwd + y_rev)
         return out if first.out_proj.bias is None else out + first.out_proj.bias
@@ -333,10 +355,16 @@ class BiMambaWrapper(nn.Module):
             self.mamba_rev.in_proj = self.mamba_fwd.in_proj
             self.mamba_rev.out_proj = self.mamba_fwd.out_proj
 
+    def _mambas(self) -> list[Mamba]:
+        return [self.mamba_fwd] + ([self.mamba_rev] if self.bidirectional else [])
+
     def forward_time_major(self, h: Tensor) -> Tensor:
         """``[L, B, D]`` -> ``[L, B, D]``."""
-        mambas = [self.mamba_fwd] + ([self.mamba_rev] if self.bidirectional else [])
-        return _bidirectional_mix(h, mambas, tied=self.weight_tie, strategy=self.bidirectional_strategy)
+        return _bidirectional_mix(h, self._mambas(), tied=self.weight_tie, strategy=self.bidirectional_strategy)
+
+    def forward_batch_major(self, h: Tensor) -> Tensor:
+        """``[B, L, D]`` -> ``[B, L, D]`` for the fused scan only (the layout its mixer works in)."""
+        return _mix(h, self._mambas(), tied=self.weight_tie, strategy=self.bidirectional_strategy, time_dim=1)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         """``[B, L, D]`` -> ``[B, L, D]``."""
@@ -355,6 +383,10 @@ class RCPSWrapper(nn.Module):
 
     def forward_time_major(self, x: Tensor) -> Tensor:
         d, batch = x.shape[-1] // 2, x.shape[1]
+        if scan_path(x.device) == "fused":  # the concatenations also convert to and from the mixer's batch-major
+            both = torch.cat([x[..., :d].transpose(0, 1), x[..., d:].flip(0, 2).transpose(0, 1)])   # [2B, L, d]
+            out = self.submodule.forward_batch_major(both)
+            return torch.cat([out[:batch].transpose(0, 1), out[batch:].flip(1, 2).transpose(0, 1)], dim=-1)
         both = torch.cat([x[..., :d], x[..., d:].flip(0, 2)], dim=1)       # [L, 2B, d]
         out = self.submodule.forward_time_major(both)
         return torch.cat([out[:, :batch], out[:, batch:].flip(0, 2)], dim=-1)

@@ -433,9 +433,9 @@ def _fused_kernels() -> Any:
         kernels = _kernel_module()
         _run_fused(*[torch.ones(s) for s in ((2, 2, 3), (2, 2, 3), (2, 2), (2, 1, 2, 3))])
         x, w = torch.ones(3, 2, 2).numpy(), torch.ones(4, 2).numpy()  # the depthwise conv beside the scan
-        kernels.conv_forward(x, w, w[0], False, kernels.constants(x.dtype), x.copy())
-        kernels.conv_backward(x, w, w[0], x, False, kernels.constants(x.dtype), x.copy(), torch.ones(2, 4, 2).numpy(),
-                              w[:2].copy())
+        kernels.conv_forward(x, w, w[0], False, 1, kernels.constants(x.dtype), x.copy())
+        kernels.conv_backward(x, w, w[0], x, False, 1, kernels.constants(x.dtype), x.copy(),
+                              torch.ones(2, 4, 2).numpy(), w[:2].copy())
     except Exception as exc:  # noqa: BLE001 - no numba (ImportError) or any numba/LLVM compile error: fall back
         reason = str(exc).splitlines()[0] if str(exc) else ""
         log.warning("fused selective scan unavailable (%s: %s); using the chunked scan", type(exc).__name__, reason)
@@ -489,11 +489,11 @@ class _FusedScanFn(torch.autograd.Function):
     """The whole fused scan (delta_bias, softplus, recurrence, D, z gate) on internal-layout tensors: u, delta and
     z time-major ``[l, b, d]`` (batch-major ``[b, l, d]`` when ``batch_major``), A [d, n], B and C [l, b, g, n]
     ([b, l, g, n]), D and delta_bias [d], all contiguous in the compute dtype; z, D and delta_bias may be None.
-    Returns the output (u's layout) and the last state [b, d, n]."""
+    Groups from ``rev_group`` on walk time backwards. Returns the output (u's layout) and the last state [b, d, n]."""
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, z: Tensor | None, D: Tensor | None, bias: Tensor | None, A: Tensor,
-                B: Tensor, C: Tensor, softplus: bool, save: bool, batch_major: bool):
+                B: Tensor, C: Tensor, softplus: bool, save: bool, batch_major: bool, rev_group: int):
         kernels = _kernel_module()
         length, batch, dim = (u.shape[1], u.shape[0], u.shape[2]) if batch_major else u.shape
         groups, dstate = B.shape[2], B.shape[3]
@@ -504,12 +504,12 @@ class _FusedScanFn(torch.autograd.Function):
         At = A.t().contiguous()
         splits, width = _fused_blocks(batch, groups, dim // groups, _numba_threads(kernels))
         kernels.scan_forward(_np(u), _np(delta), _np(z if z is not None else u), _np(D_), _np(bias_),
-                             _np(_decay_table(At)), _np(B), _np(C), softplus, z is not None, batch_major,
+                             _np(_decay_table(At)), _np(B), _np(C), softplus, z is not None, batch_major, rev_group,
                              kernels.constants(_np(u).dtype), FUSED_CHUNK, width, splits, _np(out), _np(last),
                              _np(states))
         if save:
             ctx.save_for_backward(u, delta, z, D_, bias_, At, B, C, states)
-            ctx.softplus, ctx.batch_major = softplus, batch_major
+            ctx.softplus, ctx.batch_major, ctx.rev_group = softplus, batch_major, rev_group
             ctx.has = (z is not None, D is not None, bias is not None)
         return out, last
 
@@ -527,13 +527,13 @@ class _FusedScanFn(torch.autograd.Function):
         gD_rows, gbias_rows, gA_rows = u.new_empty(batch, dim), u.new_empty(batch, dim), u.new_empty(batch, dim, dstate)
         gB_parts, gC_parts = u.new_zeros(splits, *B.shape), u.new_zeros(splits, *C.shape)
         kernels.scan_backward(_np(u), _np(delta), _np(z if has_z else u), _np(D), _np(bias), _np(_decay_table(At)),
-                              _np(At), _np(B), _np(C), ctx.softplus, has_z, ctx.batch_major,
+                              _np(At), _np(B), _np(C), ctx.softplus, has_z, ctx.batch_major, ctx.rev_group,
                               kernels.constants(_np(u).dtype), FUSED_CHUNK, width, splits, _np(states), _np(gout.contiguous()), _np(glast),
                               _np(gu), _np(gdelta), _np(gz), _np(gD_rows), _np(gbias_rows), _np(gA_rows),
                               _np(gB_parts), _np(gC_parts))
         return (gu, gdelta, gz if has_z else None, gD_rows.sum(0) if has_D else None,
                 gbias_rows.sum(0) if has_bias else None, gA_rows.sum(0), gB_parts.sum(0), gC_parts.sum(0), None, None,
-                None)
+                None, None)
 
 
 def _decay_table(At: Tensor) -> Tensor:
@@ -565,9 +565,13 @@ def selective_scan_fused(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    reverse_groups: int = 0,
     _warmup: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The fused CPU scan (numba); same arguments as `selective_scan_reference`.
+    """The fused CPU scan (numba); same arguments as `selective_scan_reference`, and ``reverse_groups``: the last
+    that many groups of (grouped) B/C scan time backwards (the bidirectional mixer's reverse direction): their
+    channels of ``out`` equal the scan of their inputs flipped in time, flipped back, and their last state is the
+    one after step 0; no flipped copy is made.
 
     Input-dependent (incl. grouped) B/C run in the fused kernels; constant ``[dim, dstate]`` B/C (not used by
     Mamba) take the chunked scan. The kernels run time-major when ``u`` is stored time-major (a ``[b, d, l]`` view
@@ -575,6 +579,8 @@ def selective_scan_fused(
     output is a view of the layout used. Raises RuntimeError when numba is unavailable (see `fused_available`).
     """
     _check_shapes(u, delta, A, B, C)
+    if reverse_groups and (B.dim() == 2 or C.dim() == 2):
+        raise ValueError("reverse_groups needs input-dependent B and C (their groups are the scan directions)")
     if B.dim() == 2 or C.dim() == 2:
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if u.device.type != "cpu":
@@ -586,6 +592,8 @@ def selective_scan_fused(
     if length == 0:
         raise ValueError("selective_scan needs a sequence of length >= 1")
     groups = _groups(B, C, dim)
+    if not 0 <= reverse_groups <= groups:
+        raise ValueError(f"reverse_groups={reverse_groups} must be between 0 and the {groups} B/C group(s)")
     dtype_in, ct = u.dtype, _compute_dtype(u)
     batch_major = not u.permute(2, 0, 1).is_contiguous()
     layout = _batch_major if batch_major else _time_major
@@ -594,7 +602,7 @@ def selective_scan_fused(
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, z, D, delta_bias, A, B, C))
     out, last = _FusedScanFn.apply(layout(u, ct), layout(delta, ct), z_t, D_, bias, A.to(ct).contiguous(),
                                    _internal_bc(B, groups, ct, batch_major), _internal_bc(C, groups, ct, batch_major),
-                                   delta_softplus, save, batch_major)
+                                   delta_softplus, save, batch_major, groups - reverse_groups)
     out = out.to(dtype_in).permute(0, 2, 1) if batch_major else out.to(dtype_in).permute(1, 2, 0)
     return (out, last) if return_last_state else out
 
