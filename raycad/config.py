@@ -358,6 +358,10 @@ class TrainSection(LoopSection):
     early_stopping_mode: Literal["max", "min"] = "max"
     patience: int | None = None
     """Stop after this many epochs without improvement of the metric; None = never."""
+    weight_average: float | None = Field(None, gt=0, lt=1)
+    """Decay of a moving average of the trainable weights (`raycad.train.ema`), updated after every optimizer
+    step; validation, the best checkpoint, the test evaluation and the exported model use the average.
+    None = off; 0.99 averages over roughly the last 100 steps."""
     cv_folds: int = Field(0, ge=0)
     """k >= 2: k-fold cross-validation of the training split, the Caduceus paper's Genomic Benchmarks protocol
     (`raycad.train.cv`): k runs, each trained on k - 1 stratified, seeded folds, early-stopped on the held-out

@@ -413,3 +413,61 @@ def _train_validate_stop(w, batches) -> None:
     end_epoch(w, first, {**before, "val_accuracy": 0.8}, 1.0)  # no better: patience 1 is used up
     assert (w.progress.epoch, w.progress.best_epoch, w.progress.stopped_early) == (2, 1, True)
     assert [h["epoch"] for h in w.progress.history] == [1, 2]
+
+
+def test_weight_average_follows_steps_swaps_in_and_out_and_checkpoints(tmp_path) -> None:
+    """`WeightAverage`: the ramped decay's closed form; `applied` restores the model's own weights even after
+    an error; a checkpoint round-trip restores the average, and an averaging run refuses a checkpoint without
+    one."""
+    from raycad.train.ema import WeightAverage
+
+    model = nn.Linear(3, 2)
+    average, expected = WeightAverage(model, 0.5), model.weight.detach().clone()
+    for n in range(4):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        average.update(model)
+        decay = min(0.5, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * model.weight.detach()
+    torch.testing.assert_close(average.weights["weight"], expected)
+    own = model.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="inside"), average.applied(model):
+        torch.testing.assert_close(model.weight.detach(), expected)
+        raise RuntimeError("inside")
+    assert torch.equal(model.weight, own)
+
+    cfg = FinetuneConfig()
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, 10)
+    save_training_checkpoint(tmp_path / "avg", model=model, optimizer=opt, scheduler=sched, state={}, average=average)
+    restored = WeightAverage(model, 0.5)
+    load_training_state(tmp_path / "avg", model=model, optimizer=opt, scheduler=sched, average=restored)
+    assert restored.updates == 4 and torch.equal(restored.weights["weight"], average.weights["weight"])
+    save_training_checkpoint(tmp_path / "plain", model=model, optimizer=opt, scheduler=sched, state={})
+    with pytest.raises(ValueError, match="without train.weight_average"):
+        load_training_state(tmp_path / "plain", model=model, optimizer=opt, scheduler=sched, average=restored)
+
+
+def test_worker_validates_with_the_weight_average() -> None:
+    """With ``train.weight_average`` every optimizer step updates the average, and `validate` scores the
+    averaged weights, not the trained ones."""
+    from raycad.model.scan import set_scan_impl
+    from raycad.train.build import build_model
+    from raycad.train.loop import evaluate_batches, make_worker, train_epoch, validate
+
+    cfg = FinetuneConfig().with_overrides({"model.overrides": {"d_model": 16, "n_layer": 1}, "train.batch_size": 8,
+                                           "train.weight_average": 0.9, "model.scan_impl": "chunked"})
+    ids = torch.randint(7, 11, (32, 24), generator=torch.Generator().manual_seed(0))
+    batches = [{"input_ids": ids[i:i + 8], "labels": torch.arange(8) % 2} for i in range(0, 32, 8)]
+    try:
+        w = make_worker(cfg, build_model(cfg, 2), num_classes=2, num_rows=32, device=torch.device("cpu"))
+        train_epoch(w, batches)
+        assert w.progress.step == 4 and w.average.updates == 4
+        got = validate(w, batches)
+        trained = evaluate_batches(w.model, batches, 2, w.device).all_reduce().compute(prefix="val_")
+        with w.average.applied(w.model):
+            averaged = evaluate_batches(w.model, batches, 2, w.device).all_reduce().compute(prefix="val_")
+        assert got["val_loss"] == pytest.approx(averaged["val_loss"], rel=1e-6)
+        assert got["val_loss"] != pytest.approx(trained["val_loss"], rel=1e-5)
+    finally:
+        set_scan_impl("auto")

@@ -4,6 +4,8 @@ A training checkpoint (one directory per reported epoch) holds only what resumin
 
 - ``trainable.safetensors``: the trainable parameters (all of them for full fine-tuning; adapters + head
   for LoRA), keyed by their names in the un-DDP'd model; tied tensors appear once;
+- ``average.safetensors`` (when ``train.weight_average`` is set): the moving average of the trainable
+  parameters (`raycad.train.ema`), same keys; the weights a loaded checkpoint is evaluated and exported with;
 - ``optimizer.pt``: optimizer, LR-scheduler (and fp16 grad-scaler) state;
 - ``state.json``: epochs completed, optimizer steps, the per-epoch metric history, early-stopping state,
   the run's `FinetuneConfig`, the label names and ``frozen_checksum``.
@@ -33,7 +35,10 @@ from raycad.config import FinetuneConfig
 if TYPE_CHECKING:
     import ray.train
 
+    from raycad.train.ema import WeightAverage
+
 WEIGHTS_NAME = "trainable.safetensors"
+AVERAGE_NAME = "average.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 STATE_NAME = "state.json"
 EXPORT_META_NAME = "raycad.json"
@@ -60,11 +65,15 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_training_checkpoint(directory: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                             scheduler: Any, state: dict[str, Any], scaler: Any = None) -> Path:
+                             scheduler: Any, state: dict[str, Any], scaler: Any = None,
+                             average: WeightAverage | None = None) -> Path:
     """Write a resumable checkpoint into ``directory`` (see the module docstring for the layout)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(trainable_state_dict(model), str(directory / WEIGHTS_NAME))
+    if average is not None:
+        save_file(average.state_dict(), str(directory / AVERAGE_NAME))
+        state = {**state, "average_updates": average.updates}
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None}, directory / OPTIMIZER_NAME)
     state = {**state, "frozen_checksum": frozen_checksum(model)}
@@ -79,9 +88,10 @@ def read_state(directory: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_trainable_weights(model: nn.Module, directory: str | os.PathLike, expected_checksum: float | None) -> None:
-    """Load ``trainable.safetensors`` into ``model``; every trainable parameter must be present in the file."""
-    path = Path(directory) / WEIGHTS_NAME
+def load_trainable_weights(model: nn.Module, directory: str | os.PathLike, expected_checksum: float | None,
+                           file: str = WEIGHTS_NAME) -> None:
+    """Load ``file`` (``trainable.safetensors``) into ``model``; every trainable parameter must be in the file."""
+    path = Path(directory) / file
     weights = load_file(str(path))
     target = unwrap(model)
     params = dict(target.named_parameters())
@@ -102,10 +112,17 @@ def load_trainable_weights(model: nn.Module, directory: str | os.PathLike, expec
 
 
 def load_training_state(directory: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: Any, scaler: Any = None) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler (and scaler) from a checkpoint; returns its ``state.json``."""
+                        scheduler: Any, scaler: Any = None, average: WeightAverage | None = None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler (scaler, weight average) from a checkpoint; returns its
+    ``state.json``."""
     state = read_state(directory)
     load_trainable_weights(model, directory, state.get("frozen_checksum"))
+    if average is not None:
+        path = Path(directory) / AVERAGE_NAME
+        if not path.is_file():
+            raise ValueError(f"checkpoint {directory} has no {AVERAGE_NAME}: it was trained without "
+                             "train.weight_average, so it cannot resume a run that averages weights")
+        average.load_state_dict(load_file(str(path)), state["average_updates"])
     blob = load_optimizer_file(Path(directory) / OPTIMIZER_NAME)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
@@ -132,7 +149,8 @@ def load_optimizer_file(path: Path) -> dict[str, Any]:
 
 def load_model_from_checkpoint(checkpoint: ray.train.Checkpoint | str | os.PathLike,
                                merge: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained classifier from a training checkpoint (LoRA merged by default), in eval mode, on CPU.
+    """The trained classifier from a training checkpoint (LoRA merged by default), in eval mode, on CPU: the
+    averaged weights when the run averaged them (``average.safetensors``), else the trained ones.
 
     Returns ``(model, state)`` where ``state`` is the checkpoint's ``state.json`` (config, history, labels).
     """
@@ -144,7 +162,8 @@ def load_model_from_checkpoint(checkpoint: ray.train.Checkpoint | str | os.PathL
 
     cfg = FinetuneConfig.from_dict(state["config"], source=str(Path(checkpoint) / STATE_NAME))
     model = build_model(cfg, state["num_classes"], state.get("class_names"))
-    load_trainable_weights(model, checkpoint, state.get("frozen_checksum"))
+    averaged = (Path(checkpoint) / AVERAGE_NAME).is_file()
+    load_trainable_weights(model, checkpoint, state.get("frozen_checksum"), AVERAGE_NAME if averaged else WEIGHTS_NAME)
     if merge:
         from raycad.train.lora import merge_lora
 

@@ -13,10 +13,11 @@ batch) and, on every worker:
    same run name): weights, optimizer, scheduler, history and early-stopping state continue from the last
    completed epoch, so no epoch is lost or repeated;
 4. per epoch: trains on its shard (``get_dataset_shard("train")`` through `raycad.data.iter_batches`, the
-   global batch split evenly across workers, gradient accumulation, clipping, bf16/fp16 autocast on GPU),
-   evaluates on its validation shard, combines the workers' metric state (counts summed, probabilities gathered
-   for an exact AUROC; identical metrics on every rank), and
-   calls ``ray.train.report`` with a checkpoint written by rank 0 only;
+   global batch split evenly across workers, gradient accumulation, clipping, bf16/fp16 autocast on GPU;
+   with ``train.weight_average`` a moving average of the weights follows every step), evaluates on its
+   validation shard (the averaged weights, if any), combines the workers' metric state (counts summed,
+   probabilities gathered for an exact AUROC; identical metrics on every rank), and calls
+   ``ray.train.report`` with a checkpoint written by rank 0 only;
 5. stops early when ``cfg.train.early_stopping_metric`` has not improved for ``cfg.train.patience`` epochs.
 
 Rank 0 returns the per-epoch history (`Result.return_value`).
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from raycad.config import FinetuneConfig
+from raycad.train.ema import WeightAverage
 from raycad.train.metrics import EvalAccumulator
 
 EPOCH_METRICS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "val_mcc", "val_auroc")
@@ -179,7 +181,7 @@ def resume(state: dict[str, Any], **training: Any) -> Any:
 
 def report_with_checkpoint(metrics: dict[str, Any], dir_name: str, *, rank: int, model: nn.Module,
                            optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                           state: dict[str, Any]) -> None:
+                           state: dict[str, Any], average: Any = None) -> None:
     """``ray.train.report`` on every rank, with a resumable checkpoint written by rank 0 only."""
     import ray.train
 
@@ -189,7 +191,7 @@ def report_with_checkpoint(metrics: dict[str, Any], dir_name: str, *, rank: int,
         ckpt = None
         if rank == 0:
             save_training_checkpoint(tmp, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                     state=state)
+                                     state=state, average=average)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
@@ -231,10 +233,23 @@ class Worker:
     meta: dict[str, Any] = field(default_factory=dict)
     """Saved beside the progress in every checkpoint: class_names, max_length."""
     progress: Progress = field(default_factory=Progress)
+    average: WeightAverage | None = None
+    """The moving average of the weights (``train.weight_average``) that validation and checkpoints use."""
 
     @property
     def trainable(self) -> list[torch.Tensor]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def step(self) -> None:
+        """One optimizer step (clipping, LR schedule), then the weight average follows."""
+        _optimizer_step(self.optimizer, self.scheduler, self.scaler, self.trainable, self.cfg.train.grad_clip)
+        self.progress.step += 1
+        if self.average is not None:
+            self.average.update(self.model)
+
+    def evaluated(self) -> contextlib.AbstractContextManager:
+        """The weights to evaluate inside the block: the moving average when there is one."""
+        return self.average.applied(self.model) if self.average is not None else contextlib.nullcontext()
 
 
 def make_worker(cfg: FinetuneConfig, model: nn.Module, *, num_classes: int, num_rows: int, device: torch.device,
@@ -245,7 +260,8 @@ def make_worker(cfg: FinetuneConfig, model: nn.Module, *, num_classes: int, num_
     rows_per_batch = 1 if bucketed else cfg.train.batch_size // world
     epoch_steps = steps_per_epoch(num_rows, world, rows_per_batch, cfg.train.grad_accum)
     optimizer = build_optimizer(model, cfg)
-    return Worker(cfg=cfg, model=model, optimizer=optimizer,
+    average = WeightAverage(model, cfg.train.weight_average) if cfg.train.weight_average else None
+    return Worker(cfg=cfg, model=model, optimizer=optimizer, average=average,
                   scheduler=build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs),
                   scaler=grad_scaler(device, cfg.train.precision), device=device, num_classes=num_classes,
                   rows_per_batch=rows_per_batch, batches_per_epoch=math.ceil((num_rows // world) / rows_per_batch),
@@ -269,7 +285,7 @@ def setup(config: dict[str, Any]) -> Worker:
                          meta={"class_names": config.get("class_names"), "max_length": config.get("max_length")})
     state = asdict(worker.progress)
     checkpoint = resume(state, model=model, optimizer=worker.optimizer, scheduler=worker.scheduler,
-                        scaler=worker.scaler)
+                        scaler=worker.scaler, average=worker.average)
     worker.progress = Progress(**state)
     if checkpoint and rank == 0:
         _progress(f"resumed from {checkpoint.path} after epoch {worker.progress.epoch}")
@@ -279,7 +295,7 @@ def setup(config: dict[str, Any]) -> Worker:
 def train_epoch(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
     """One epoch over this worker's ``batches`` (gradient accumulation, clipping, autocast); returns the
     training metrics summed over all workers: ``train_loss``, ``train_samples``, ``train_time_s``."""
-    cfg, progress, accum, trainable = w.cfg, w.progress, w.cfg.train.grad_accum, w.trainable
+    cfg, progress, accum = w.cfg, w.progress, w.cfg.train.grad_accum
     report_every = max(1, w.batches_per_epoch // 4)  # progress lines per epoch
 
     def classification_loss(input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -297,16 +313,14 @@ def train_epoch(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[s
         loss_sum += float(loss.detach()) * labels.shape[0]
         seen += labels.shape[0]
         if sync:
-            _optimizer_step(w.optimizer, w.scheduler, w.scaler, trainable, cfg.train.grad_clip)
-            progress.step += 1
+            w.step()
         if w.rank == 0 and micro % report_every == 0 and micro < w.batches_per_epoch:
             elapsed = time.perf_counter() - start
             eta = _eta(elapsed, micro, w.batches_per_epoch, cfg.train.epochs - progress.epoch - 1)
             _progress(f"epoch {progress.epoch + 1}/{cfg.train.epochs}  {100 * micro // w.batches_per_epoch:3d}%  "
                       f"loss {loss_sum / max(seen, 1):.4f}  {w.world * seen / elapsed:.1f} seq/s  ETA {eta}")
     if micro % accum:  # an incomplete accumulation at the end of the epoch still gets applied
-        _optimizer_step(w.optimizer, w.scheduler, w.scaler, trainable, cfg.train.grad_clip)
-        progress.step += 1
+        w.step()
     train_time = time.perf_counter() - start
     total_loss, total_seen = all_reduce_sum([loss_sum, seen], w.device)
     return {"train_loss": total_loss / max(total_seen, 1), "train_samples": int(total_seen),
@@ -316,8 +330,10 @@ def train_epoch(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[s
 
 def validate(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
     """Validation metrics (``val_*``) of this worker's ``batches`` combined over all workers (counts summed,
-    probabilities gathered for an exact AUROC: identical on every rank), plus ``val_per_class``."""
-    val = evaluate_batches(w.model, batches, w.num_classes, w.device, w.cfg.train.precision).all_reduce()
+    probabilities gathered for an exact AUROC: identical on every rank), plus ``val_per_class``; with the
+    averaged weights when the run averages them."""
+    with w.evaluated():
+        val = evaluate_batches(w.model, batches, w.num_classes, w.device, w.cfg.train.precision).all_reduce()
     val_metrics = val.compute(prefix="val_")
     return {**{k: v for k, v in val_metrics.items() if not isinstance(v, list)},
             "val_per_class": {k: val_metrics[f"val_{k}"] for k in ("support", "predicted", "true_positives")}}
@@ -356,7 +372,7 @@ def report(w: Worker, metrics: dict[str, Any]) -> None:
                   f"val_auroc {metrics['val_auroc']:.4f}  {metrics['train_sequences_per_s']:.1f} seq/s  "
                   f"({metrics['epoch_time_s']:.0f} s)")
     report_with_checkpoint(metrics, f"epoch_{epoch:04d}", rank=w.rank, model=w.model, optimizer=w.optimizer,
-                           scheduler=w.scheduler, scaler=w.scaler,
+                           scheduler=w.scheduler, scaler=w.scaler, average=w.average,
                            state={**asdict(progress), "config": cfg.to_dict(), "num_classes": w.num_classes,
                                   **w.meta})
     if progress.stopped_early and w.rank == 0:
