@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from raycad.config import FinetuneConfig
 
@@ -52,7 +54,7 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
             "--name", "cli", "--set", "model.preset=caduceus-ph-1k-d128-l4",
             "--set", "model.overrides={d_model: 32, n_layer: 1}", "--set", "peft.method=lora",
             "--set", f"data.validation={tiny_data['validation']}", "--set", f"data.test={tiny_data['test']}",
-            "--set", "data.max_length=64", "--set", "train.batch_size=16"]
+            "--set", "data.max_length=64", "--set", "train.batch_size=16", "--set", "train.weight_average=0.9"]
     assert main(args) == 0
     run = out / "cli"
     results = json.loads((run / "results.json").read_text())
@@ -87,6 +89,12 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
     p_ckpt = np.stack([p_ckpt["prob_0"], p_ckpt["prob_1"]], axis=1)
     np.testing.assert_allclose(p_export, p_ckpt, atol=1e-5)
     assert meta["class_names"] == ["0", "1"] and not any("lora" in k for k in exported.state_dict())
+    # with train.weight_average the checkpoint's model (hence test, export, predict) carries the averaged weights
+    best = Path(results["best_checkpoint"])
+    averaged, raw = load_file(str(best / "average.safetensors")), load_file(str(best / "trainable.safetensors"))
+    params = dict(load_model_from_checkpoint(best, merge=False)[0].named_parameters())
+    assert set(averaged) == set(raw) and all(torch.equal(params[k], v) for k, v in averaged.items())
+    assert not all(torch.equal(raw[k], v) for k, v in averaged.items())
 
     # evaluate: same metrics as the run's test evaluation
     metrics_path = tmp_path / "eval.json"
