@@ -6,7 +6,8 @@ Every comparison runs the chunked pure-PyTorch scan and the fused numba scan in 
   (softplus, delta_bias, D, z gating) at B=8, D=512, N=16 and each ``--lengths`` (CPU, float32), best of
   ``--repeats``; both checked against the sequential reference (max relative error of output and gradients).
 * ``model``: training step (forward + backward + AdamW) of `CaduceusForSequenceClassification` for each
-  ``--shapes`` PRESET:L, batch ``--model-batch``, ``model.scan_impl`` chunked and fused alternating.
+  ``--shapes`` PRESET:L, batch ``--model-batch``, ``model.scan_impl`` chunked and fused alternating (with
+  ``--flip-baseline`` also the fused scan with the reverse direction on flipped copies).
 * ``memory``: peak RSS growth of one training step of ``--memory-preset`` at ``--memory-length``, each path in
   a fresh process.
 * ``limit``: this machine's matmul GFLOP/s and memory bandwidth, and the step's FLOPs and activation bytes:
