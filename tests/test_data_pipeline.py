@@ -222,3 +222,29 @@ def test_prepare_task_from_a_local_hf_copy_with_bad_records(ray_local, tmp_path,
     strict = cfg.with_overrides({"data.bad_records": "error"})
     with pytest.raises(Exception, match=r"train-00000-of-00001.parquet.*empty"):
         prepare_datasets(strict).datasets["train"].take_all()
+
+
+def test_training_shuffle_buffer_covers_the_shard_when_it_fits(ray_local):
+    """A shard that fits the buffer's token budget is reshuffled whole every epoch, so an epoch's first
+    batches draw from every part of it; the old default buffer (1,024 rows) only drew from its beginning."""
+    import ray
+
+    from raycad.data import iter_batches
+    from raycad.data.loader import SHUFFLE_BUFFER_TOKENS, shuffle_buffer_rows
+
+    assert shuffle_buffer_rows(3000, 251, 16) == 3000  # fits: the whole shard
+    assert shuffle_buffer_rows(10**9, 251, 16) == SHUFFLE_BUFFER_TOKENS // 251  # capped by the token budget
+    assert shuffle_buffer_rows(100, 10**9, 16) == 64  # never fewer than 4 batches
+    n = 3000
+    ds = ray.data.from_items([{"input_ids": np.full(8, 7, np.uint8), "label": i, "key": np.uint64(i)}
+                              for i in range(n)]).materialize()
+    cfg = FinetuneConfig.load(overrides=["data.rc_augment=0"])
+
+    def first_rows(epoch, **kw):
+        batches = iter_batches(ds, cfg, "train", batch_size=16, epoch=epoch, **kw)
+        return np.concatenate([next(batches)["labels"].numpy() for _ in range(8)])
+
+    assert first_rows(0).max() < 2000  # the default buffer (1,024 rows + a block): only the first part
+    whole = [first_rows(epoch, shuffle_rows=n) for epoch in (0, 1)]
+    assert all(rows.max() > 2000 and rows.min() < 1000 for rows in whole)
+    assert set(whole[0]) != set(whole[1])  # a different permutation every epoch

@@ -34,7 +34,7 @@ def no_ray(monkeypatch):
     (["optim.lr=0.001", "optim.weight_decay=0.0"], ["optim.lr: 0.003 -> 0.001", "optim.weight_decay: 0.1 -> 0.0"]),
     (["head.hidden_sizes=[64]"], ["head.hidden_sizes: [] -> [64]"]),
     (["data.class_names=[a,b,c]"], ["data.class_names: None -> ['a', 'b', 'c']"]),
-    (["train.epochs=8"], ["train.epochs: 4 -> 8"]),
+    (["train.epochs=8"], ["train.epochs: 12 -> 8"]),
 ])
 def test_changed_config_is_refused_before_ray_and_config_yaml_kept(stored_run, tmp_path, capsys, no_ray,
                                                                    overrides, listed):

@@ -262,13 +262,27 @@ def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int 
     )
 
 
+SHUFFLE_BUFFER_TOKENS = 64 << 20
+"""Token budget (uint8 ids: bytes) of a worker's training shuffle buffer (`shuffle_buffer_rows`)."""
+
+
+def shuffle_buffer_rows(shard_rows: int, tokens_per_row: int, batch_rows: int) -> int:
+    """Rows of a worker's training shuffle buffer: its whole shard when that fits `SHUFFLE_BUFFER_TOKENS` (a
+    full reshuffle every epoch, as a sampler over a map-style dataset gives), else as many rows as fit, and
+    never fewer than four batches."""
+    fits = SHUFFLE_BUFFER_TOKENS // max(1, tokens_per_row)
+    return max(4 * batch_rows, min(shard_rows, fits))
+
+
 def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, epoch: int,
                  seed_offset: int = 0, device: Any = None,
                  collate_fn: BatchCollator | None = None,
-                 rows_are_batches: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+                 rows_are_batches: bool = False,
+                 shuffle_rows: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard(split)``) or a Dataset.
 
-    The train split is shuffled through a local buffer and reverse-complement augmented, both seeded by
+    The train split is shuffled through a local buffer of ``shuffle_rows`` rows (`shuffle_buffer_rows`;
+    default: 4 batches, at least 1,024 rows) and reverse-complement augmented, both seeded by
     ``(cfg.train.seed, epoch, seed_offset)``; other splits come in order, unaugmented. ``device=None``
     lets Ray pick the worker's device. ``collate_fn`` replaces the split's `make_collator` (pre-training
     passes its masking collator). With ``rows_are_batches`` (length-bucketed training data) every row is a
@@ -278,7 +292,7 @@ def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, e
     shuffle = {}
     if train:
         salt = int(preprocess.seed_mix(cfg.train.seed, epoch, seed_offset, 0x5F1) % (1 << 31))
-        size = 256 if rows_are_batches else max(4 * batch_size, 1024)
+        size = shuffle_rows or (256 if rows_are_batches else max(4 * batch_size, 1024))
         shuffle = {"local_shuffle_buffer_size": size, "local_shuffle_seed": salt}
     yield from shard.iter_torch_batches(
         batch_size=batch_size,

@@ -232,6 +232,8 @@ class Worker:
     bucketed: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
     """Saved beside the progress in every checkpoint: class_names, max_length."""
+    shuffle_rows: int | None = None
+    """Rows of the training shuffle buffer (`raycad.data.loader.shuffle_buffer_rows`); None = the loader's."""
     progress: Progress = field(default_factory=Progress)
     average: WeightAverage | None = None
     """The moving average of the weights (``train.weight_average``) that validation and checkpoints use."""
@@ -256,8 +258,13 @@ def make_worker(cfg: FinetuneConfig, model: nn.Module, *, num_classes: int, num_
                 rank: int = 0, world: int = 1, bucketed: bool = False,
                 meta: dict[str, Any] | None = None) -> Worker:
     """A `Worker` around ``model`` (already on ``device``): optimizer, LR schedule over every epoch's steps,
-    loss scaler. ``num_rows`` rows of training data are split over ``world`` workers."""
+    loss scaler, training shuffle buffer. ``num_rows`` rows of training data are split over ``world``
+    workers."""
+    from raycad.data.loader import shuffle_buffer_rows
+
     rows_per_batch = 1 if bucketed else cfg.train.batch_size // world
+    max_length = (meta or {}).get("max_length") or cfg.data.max_length
+    row_tokens = max_length * (cfg.train.batch_size // world if bucketed else 1) if max_length else None
     epoch_steps = steps_per_epoch(num_rows, world, rows_per_batch, cfg.train.grad_accum)
     optimizer = build_optimizer(model, cfg)
     average = WeightAverage(model, cfg.train.weight_average) if cfg.train.weight_average else None
@@ -265,7 +272,8 @@ def make_worker(cfg: FinetuneConfig, model: nn.Module, *, num_classes: int, num_
                   scheduler=build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs),
                   scaler=grad_scaler(device, cfg.train.precision), device=device, num_classes=num_classes,
                   rows_per_batch=rows_per_batch, batches_per_epoch=math.ceil((num_rows // world) / rows_per_batch),
-                  rank=rank, world=world, bucketed=bucketed, meta=dict(meta or {}))
+                  rank=rank, world=world, bucketed=bucketed, meta=dict(meta or {}),
+                  shuffle_rows=shuffle_buffer_rows(num_rows // world, row_tokens, rows_per_batch) if row_tokens else None)
 
 
 def setup(config: dict[str, Any]) -> Worker:
@@ -395,7 +403,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     while progress.epoch < cfg.train.epochs and not progress.stopped_early:
         epoch, start = progress.epoch, time.perf_counter()
         train = train_epoch(w, iter_batches(train_shard, cfg, "train", w.rows_per_batch, epoch, seed_offset=w.rank,
-                                            device=w.device, rows_are_batches=w.bucketed))
+                                            device=w.device, rows_are_batches=w.bucketed,
+                                            shuffle_rows=w.shuffle_rows))
         val = validate(w, iter_batches(val_shard, cfg, "validation", eval_batch, epoch, seed_offset=w.rank,
                                        device=w.device))
         report(w, end_epoch(w, train, val, time.perf_counter() - start))
