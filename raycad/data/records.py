@@ -113,8 +113,9 @@ def clean(raw: RawRecords, opts: ReadOptions, on_bad: Callable[[str, str], None]
         codes[take] = label_codes[take]
         labels = pa.array(ids, pa.int64())
     table = pa.Table.from_arrays([seqs, labels, raw.ids.cast(pa.string())], schema=SEQUENCE_SCHEMA)
-    if on_rna is not None and rna is not None and (rna & (codes == _OK)).any():
-        on_rna(int((rna & (codes == _OK)).sum()))  # the RNA records kept
+    kept_rna = int((rna & (codes == _OK)).sum()) if rna is not None else 0  # the RNA records kept
+    if on_rna is not None and kept_rna:
+        on_rna(kept_rna)
     bad = np.flatnonzero(codes)
     if not len(bad):
         return table

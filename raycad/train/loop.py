@@ -26,6 +26,7 @@ Rank 0 returns the per-epoch history (`Result.return_value`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import tempfile
 import time
@@ -238,8 +239,9 @@ class Worker:
     average: WeightAverage | None = None
     """The moving average of the weights (``train.weight_average``) that validation and checkpoints use."""
 
-    @property
+    @functools.cached_property
     def trainable(self) -> list[torch.Tensor]:
+        """The parameters the optimizer updates (fixed once the model is built: LoRA or full fine-tuning)."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def step(self) -> None:
