@@ -42,7 +42,7 @@ def export_demo_model(directory: Path) -> Path:
     from raycad.train.build import build_model
     from raycad.train.checkpoint import export_model
 
-    cfg = FinetuneConfig()
+    cfg = FinetuneConfig.load(overrides=["model.preset=caduceus-ph-1k-d64-l2"])  # the model of earlier runs
     model = build_model(cfg, 2, ["0", "1"])
     meta = {"class_names": ["0", "1"], **PaddingRule.from_config(cfg.data, 251).to_meta(),
             "truncation": "right", "conjoin_eval": True, "config": cfg.to_dict()}

@@ -186,7 +186,7 @@ class ModelSection(Config):
     """Local directory (config.json + model.safetensors) or Hugging Face repo id; None = random init."""
     preset: str = "caduceus-ph-1k-d64-l2"
     """Named shape (see `raycad.model.PRESETS`) used for random init when `pretrained` is None. The default is
-    small enough to train from scratch on 2 CPU cores within the demo's time budget (see BENCHMARKS.md)."""
+    small enough to pre-train from scratch on 2 CPU cores (fine-tuning's default: `FinetuneModelSection`)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """CaduceusConfig fields to change on top of the preset / checkpoint config (e.g. {"n_layer": 2})."""
     gradient_checkpointing: bool = False
@@ -252,6 +252,22 @@ class OptimSection(Config):
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"each beta must be in [0, 1), got {betas}")
         return betas
+
+
+class FinetuneModelSection(ModelSection):
+    """Which Caduceus to fine-tune; from scratch, the width the recipe sweep chose (BENCHMARKS.md)."""
+
+    preset: str = "caduceus-ph-1k-d96-l2"
+    """Named shape (see `raycad.model.PRESETS`) used for random init when `pretrained` is None. The default
+    trains from scratch on 2 CPU cores within the main job's 15-minute budget (BENCHMARKS.md, "Choosing the
+    default")."""
+
+
+class FinetuneOptimSection(OptimSection):
+    """AdamW, with the fine-tuning recipe's defaults (BENCHMARKS.md, "Choosing the default")."""
+
+    lr: float = Field(1.7e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
 
 
 class ScheduleSection(Config):
@@ -354,8 +370,10 @@ class LoopSection(Config):
 class TrainSection(LoopSection):
     """The fine-tuning loop: the shared loop settings plus early stopping and weight averaging."""
 
-    epochs: int = Field(12, ge=1)
-    """Passes over the training split (the default fills ~10 of the main job's 15 minutes on 2 CPU cores)."""
+    epochs: int = Field(10, ge=1)
+    """Passes over the training split (the default fills ~12 of the main job's 15 minutes on 2 CPU cores)."""
+    batch_size: int = Field(16, ge=1)
+    """Global batch size (all workers, one optimizer step before accumulation): each worker gets its share."""
 
     early_stopping_metric: str = "val_accuracy"
     early_stopping_mode: Literal["max", "min"] = "max"
@@ -480,6 +498,8 @@ class TrainingJobConfig(Config):
 class FinetuneConfig(TrainingJobConfig):
     """Everything a fine-tuning run needs; the single object passed CLI -> job -> trainer -> train loop."""
 
+    model: FinetuneModelSection = Field(default_factory=FinetuneModelSection)
+    optim: FinetuneOptimSection = Field(default_factory=FinetuneOptimSection)
     head: HeadSection = Field(default_factory=HeadSection)
     peft: PeftSection = Field(default_factory=PeftSection)
     data: DataSection = Field(default_factory=DataSection)

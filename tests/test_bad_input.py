@@ -29,10 +29,16 @@ def _binary(n: int = 24) -> list[tuple[str, object]]:
     return [(ACGT[i % 7:] + ACGT[: i % 7], i % 2) for i in range(n)]
 
 
+RAY_WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)*\((raylet\)|.*?\bpid=\d+)")
+"""The prefix Ray's log monitor puts on a worker's or raylet's output it forwards to the driver."""
+
+
 def _one_error_line(err: str, ray_logs: bool = False) -> str:
     """The one ``raycad: ...`` line of stderr. ``ray_logs``: in-process under pytest's capture, Ray's own log
-    lines are on stderr too (the CLI files them in a log; see tests/test_runtime.py): ours must be the last."""
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines are on stderr too (the CLI files them in a log; see tests/test_runtime.py): ours must be the last.
+    Lines Ray's log monitor forwards late from an earlier test's workers (the session's Ray instance) are
+    not this command's output and are left out."""
+    lines = [line for line in err.splitlines() if line.strip() and not RAY_WORKER_LINE.match(line)]
     ours = [line for line in lines if line.startswith("raycad: ")]
     assert len(ours) == 1 and lines[-1] == ours[0], f"expected one raycad line, last, got:\n{err}"
     if ray_logs:  # Ray Data logs a failed task's traceback itself; ours is the unwrapped message

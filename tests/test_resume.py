@@ -31,10 +31,10 @@ def no_ray(monkeypatch):
 
 
 @pytest.mark.parametrize(("overrides", "listed"), [
-    (["optim.lr=0.001", "optim.weight_decay=0.0"], ["optim.lr: 0.003 -> 0.001", "optim.weight_decay: 0.1 -> 0.0"]),
+    (["optim.lr=0.001", "optim.weight_decay=0.1"], ["optim.lr: 0.0017 -> 0.001", "optim.weight_decay: 0.0 -> 0.1"]),
     (["head.hidden_sizes=[64]"], ["head.hidden_sizes: [] -> [64]"]),
     (["data.class_names=[a,b,c]"], ["data.class_names: None -> ['a', 'b', 'c']"]),
-    (["train.epochs=8"], ["train.epochs: 12 -> 8"]),
+    (["train.epochs=8"], ["train.epochs: 10 -> 8"]),
 ])
 def test_changed_config_is_refused_before_ray_and_config_yaml_kept(stored_run, tmp_path, capsys, no_ray,
                                                                    overrides, listed):
@@ -56,14 +56,14 @@ def test_unchanged_or_scaling_only_resumes_and_stored_or_fresh_are_explicit(stor
     more_workers = stored_run.with_overrides({"scaling.num_workers": 1})  # how it runs, not what it trains
     assert resolve_resume(more_workers) == more_workers
     changed = stored_run.with_overrides({"optim.lr": 1e-3, "scaling.num_workers": 1})
-    with pytest.raises(ConfigError, match=re.escape("optim.lr: 0.003 -> 0.001")):
+    with pytest.raises(ConfigError, match=re.escape("optim.lr: 0.0017 -> 0.001")):
         resolve_resume(changed)
     kept = resolve_resume(changed, "stored")
-    assert kept.optim.lr == 3e-3 and kept.scaling.num_workers == 1
+    assert kept.optim.lr == 1.7e-3 and kept.scaling.num_workers == 1
     fresh = resolve_resume(changed, "fresh")
     assert fresh == changed and not (tmp_path / "r1").exists()
     aside = list(tmp_path.glob("r1.replaced-*"))
-    assert len(aside) == 1 and yaml.safe_load((aside[0] / "config.yaml").read_text())["optim"]["lr"] == 3e-3
+    assert len(aside) == 1 and yaml.safe_load((aside[0] / "config.yaml").read_text())["optim"]["lr"] == 1.7e-3
 
 
 def test_resume_on_other_data_is_refused(tmp_path):

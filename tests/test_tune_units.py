@@ -80,9 +80,9 @@ def test_apply_maps_params_onto_the_config():
 def test_default_space_fits_the_model(tmp_path, caplog):
     from raycad.tune.sweep import run_sweep
 
-    random_init = FinetuneConfig()  # caduceus-ph-1k-d64-l2, no pretrained weights
+    random_init = FinetuneConfig()  # caduceus-ph-1k-d96-l2, no pretrained weights
     space = SearchSpace().for_base(random_init)
-    assert space.method == ["full"] and space.d_model == [64, 128] and space.n_layer == [2, 4]
+    assert space.method == ["full"] and space.d_model == [96, 192] and space.n_layer == [2, 4]
     pretrained = FinetuneConfig.load(overrides=["model.pretrained=some/dir"])
     space_pt = SearchSpace().for_base(pretrained)
     assert space_pt.method == ["lora"] and space_pt.d_model is None and space_pt.n_layer is None
@@ -93,7 +93,7 @@ def test_default_space_fits_the_model(tmp_path, caplog):
     # random init: every sampled point is full fine-tuning over the model sizes
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     points = [space.sample(study.ask()) for _ in range(12)]
-    assert {p["method"] for p in points} == {"full"} and {p["d_model"] for p in points} == {64, 128}
+    assert {p["method"] for p in points} == {"full"} and {p["d_model"] for p in points} == {96, 192}
     cfg = apply(points[0], random_init)
     assert cfg.peft.method == "none" and cfg.model.overrides == {"d_model": points[0]["d_model"],
                                                                    "n_layer": points[0]["n_layer"]}

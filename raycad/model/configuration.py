@@ -205,5 +205,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 "ps" = reverse-complement parameter sharing (rcps=True); "ph" = the plain bidirectional model, used with
 post-hoc conjoining (set ``conjoin_eval=True``).
 """
-PRESETS.update({f"caduceus-{kind}-1k-d64-l2": _preset(64, 2, rcps=kind == "ps") for kind in ("ps", "ph")})
-# ^ not a released checkpoint: a small shape for training from scratch on CPU (the bundled demo's default).
+PRESETS.update({f"caduceus-{kind}-1k-d{d_model}-l2": _preset(d_model, 2, rcps=kind == "ps")
+                for d_model in (64, 96) for kind in ("ps", "ph")})
+# ^ not released checkpoints: small shapes for training from scratch on CPU (ph-d96 is fine-tuning's default,
+#   ph-d64 pre-training's).
