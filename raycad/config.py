@@ -371,9 +371,9 @@ class TrainSection(LoopSection):
     """The fine-tuning loop: the shared loop settings plus early stopping and weight averaging."""
 
     epochs: int = Field(10, ge=1)
-    """Passes over the training split (the default fills ~12 of the main job's 15 minutes on 2 CPU cores)."""
+    """Passes over the training split (the default fills ~11 of the main job's 15 minutes on 2 CPU cores)."""
     batch_size: int = Field(16, ge=1)
-    """Global batch size (all workers, one optimizer step before accumulation): each worker gets its share."""
+    """As in `LoopSection`; fine-tuning's default is the recipe sweep's 16 (pre-training keeps 32)."""
 
     early_stopping_metric: str = "val_accuracy"
     early_stopping_mode: Literal["max", "min"] = "max"
