@@ -9,11 +9,9 @@ can be larger than RAM.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,18 +80,12 @@ def _portable(model: Any) -> Any:
     return model
 
 
-@contextlib.contextmanager
-def ordered() -> Iterator[None]:
-    """Ray Data keeps the input order of rows while this is active (driver-side setting)."""
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    before = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
-    try:
-        yield
-    finally:
-        ctx.execution_options.preserve_order = before
+def ordered(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds``, set to keep the input order of its rows when it runs. A Dataset runs with the copy of the
+    `DataContext` it was created with, so the flag goes on that copy: changing the driver's current context
+    after the dataset exists does not reach it."""
+    ds.context.execution_options.preserve_order = True
+    return ds
 
 
 # ---- predict -----------------------------------------------------------------------------------------------------
@@ -158,8 +150,8 @@ def predict(model: str | os.PathLike, input: str | os.PathLike | list[str], outp
     counts = np.zeros(len(names), dtype=np.int64)
     truncated = 0
     last = time.perf_counter()
-    with ordered(), TableWriter(output, s3_endpoint=s3_endpoint, s3_region=s3_region) as writer:
-        for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+    with TableWriter(output, s3_endpoint=s3_endpoint, s3_region=s3_region) as writer:
+        for table in ordered(scored).iter_batches(batch_format="pyarrow", batch_size=None):
             probs = np.stack([table.column(f"prob_{n}").to_numpy() for n in names], axis=1)
             counts += np.bincount(probs.argmax(1), minlength=len(names)) if len(probs) else 0
             truncated += int(np.count_nonzero(table.column("truncated").to_numpy(zero_copy_only=False)))

@@ -95,8 +95,8 @@ def embed(model_dir: str | os.PathLike, input_uri: str | list[str], output: str 
                    predictor=EmbeddingPredictor, predictor_kwargs={"pooling": pooling, "layers": list(layers)})
     columns = ["embedding", *(f"layer_{i}" for i in layers)]
     truncated = 0
-    with ordered(), TableWriter(output, s3_endpoint=s3_endpoint) as writer:
-        for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
+    with TableWriter(output, s3_endpoint=s3_endpoint) as writer:
+        for batch in ordered(scored).iter_batches(batch_format="numpy", batch_size=None):
             writer.write(_embedding_table(batch, columns, shape["d_model"]))
             truncated += int(batch["truncated"].sum())
         if writer.rows == 0:
@@ -207,8 +207,8 @@ def score_variants(model_dir: str | os.PathLike, vcf: str | os.PathLike, referen
     report = VariantReport(output=str(output))
     skipped: Counter[str] = Counter()
     skipped_rows: list[str] = []
-    with ordered(), TableWriter(output) as writer:
-        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+    with TableWriter(output) as writer:
+        for batch in ordered(scored).iter_batches(batch_size=None, batch_format="numpy"):
             good = batch["status"] == ""
             for i in np.flatnonzero(~good):
                 skipped[str(batch["status"][i])] += 1
@@ -343,9 +343,9 @@ def explain(model_dir: str | os.PathLike, input_uri: str | list[str], output_dir
     if max_records < 1:
         raise ValueError(f"max_records must be >= 1, got {max_records}")
     start = time.perf_counter()
-    with ordered():  # the first max_records records of the input, in input order
-        records = read_sequences(input_uri, format=format, sequence_column=sequence_column, id_column=id_column,
-                                 label_from="none", limit=max_records + 1).take_all()
+    # the first max_records records of the input, in input order
+    records = ordered(read_sequences(input_uri, format=format, sequence_column=sequence_column,
+                                     id_column=id_column, label_from="none", limit=max_records + 1)).take_all()
     report = ExplainReport(capped=len(records) > max_records, max_records=max_records, target=names[target_index],
                            output_dir=str(output_dir))
     records = records[:max_records]
@@ -357,9 +357,8 @@ def explain(model_dir: str | os.PathLike, input_uri: str | list[str], output_dir
                                  override_num_blocks=len(records))
         scored = score(ds, model_dir, batch_size=batch_size, use_gpu=use_gpu, actors=actors,
                        predictor=ExplainPredictor, predictor_kwargs={"target": target_index}, window=1)
-        with ordered():
-            for row in scored.iter_rows():
-                summary.append(_write_record(row, len(summary), out_dir, names, target_index, plots, report))
+        for row in ordered(scored).iter_rows():
+            summary.append(_write_record(row, len(summary), out_dir, names, target_index, plots, report))
     schema = pa.schema([("index", pa.int64()), ("id", pa.string()), ("length", pa.int64()), ("truncated", pa.bool_()),
                         ("file", pa.string()), ("ref_logit", pa.float64()), ("max_abs_delta", pa.float64()),
                         ("max_delta_position", pa.int64()), ("max_delta_base", pa.string())])
