@@ -2,6 +2,7 @@
 
     python bench/predict.py speed [--repeats 2]        # bundled 9,034 sequences, demo-preset model, 2 CPUs
     python bench/predict.py memory --n 20000 80000     # peak RSS of driver + Ray processes vs input size
+    python bench/predict.py memory --n 2000000 --length 64
 
 ``speed`` scores the bundled demo's 9,034 sequences (as FASTA) with a model of the demo preset
 (caduceus-ph-1k-d64-l2; random weights cost what trained ones cost), in one process, interleaved, best of
@@ -12,7 +13,7 @@
   default scan;
 - ``new``: `raycad.infer.predict` on a private 2-CPU Ray instance (actors as ``raycad predict`` places them).
 
-``memory`` writes generated FASTA files of ``--n`` random 251-bp records and runs `raycad.infer.predict` on
+``memory`` writes generated FASTA files of ``--n`` random records of ``--length`` bp (251) and runs `raycad.infer.predict` on
 each, sampling the RSS of this process and of all its descendant processes (Ray's raylet, workers and
 actors) every 0.2 s; flat peaks across N show the streaming keeps memory bounded.
 """
@@ -125,8 +126,9 @@ def sample_rss(me, peaks: dict[str, int], stop: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def memory(sizes: list[int]) -> None:
+def memory(sizes: list[int], length: int = 251) -> None:
     import psutil
+    import pyarrow.parquet as pq
 
     from raycad.infer import predict
     from raycad.runtime import init_ray
@@ -135,26 +137,32 @@ def memory(sizes: list[int]) -> None:
     model = export_demo_model(work / "model")
     init_ray(num_cpus=2)
     me = psutil.Process()
-    print("| records | FASTA MB | seconds | peak driver RSS (MB) | peak RSS of all processes (MB) |\n|---:|---:|---:|---:|---:|")
+    print(f"load before: {os.getloadavg()}", flush=True)
+    print("| records | bp | FASTA MB | seconds | records/s | peak driver RSS (MB) | peak RSS of all processes (MB) |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rng = np.random.default_rng(0)
     for n in sizes:
         fasta = work / f"r{n}.fa"
         with fasta.open("w") as handle:
             for start in range(0, n, 10_000):
                 k = min(10_000, n - start)
-                bases = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, size=(k, 251))]
+                bases = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, size=(k, length))]
                 handle.write("".join(f">r{start + i}\n{row.tobytes().decode()}\n" for i, row in enumerate(bases)))
         peaks = {"driver": 0, "all": 0}
         stop = threading.Event()
         thread = threading.Thread(target=sample_rss, args=(me, peaks, stop), daemon=True)
         thread.start()
         start = time.perf_counter()
-        predict(model, fasta, work / f"r{n}.parquet")
+        summary = predict(model, fasta, work / f"r{n}.parquet")
         seconds = time.perf_counter() - start
         stop.set()
         thread.join()
-        print(f"| {n} | {fasta.stat().st_size / 1e6:.0f} | {seconds:.0f} | {peaks['driver'] / 2**20:.0f} | "
-              f"{peaks['all'] / 2**20:.0f} |", flush=True)
+        written = pq.read_metadata(work / f"r{n}.parquet").num_rows
+        if summary.records != n or written != n:
+            raise SystemExit(f"{n} records in, {summary.records} scored, {written} written")
+        (work / f"r{n}.parquet").unlink()
+        print(f"| {n:,} | {length} | {fasta.stat().st_size / 1e6:.0f} | {seconds:.0f} | {n / seconds:.0f} | "
+              f"{peaks['driver'] / 2**20:,.0f} | {peaks['all'] / 2**20:,.0f} |", flush=True)
         fasta.unlink()
     print(f"load: {os.getloadavg()}")
 
@@ -165,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     speed_args = sub.add_parser("speed")
     speed_args.add_argument("--repeats", type=int, default=2)
     speed_args.add_argument("--records", type=int, help="score only the first N bundled sequences")
-    sub.add_parser("memory").add_argument("--n", type=int, nargs="+", default=[20_000, 80_000])
+    memory_args = sub.add_parser("memory")
+    memory_args.add_argument("--n", type=int, nargs="+", default=[20_000, 80_000])
+    memory_args.add_argument("--length", type=int, default=251, help="bp per generated record")
     args = parser.parse_args(argv)
     if args.what == "speed":
         speed(args.repeats, args.records)
     else:
-        memory(args.n)
+        memory(args.n, args.length)
     return 0
 
 

@@ -52,6 +52,10 @@ def test_width_batches_group_equal_widths() -> None:
     groups = list(width_batches(rule, np.minimum(lengths, MAX_LENGTH), 2))
     assert [(w, rows.tolist()) for w, rows in groups] == [
         (16, [0, 3]), (16, [6]), (32, [2]), (48, [1, 4]), (48, [7]), (160, [5, 8])]
+    # a token budget: at most max_tokens // width records per batch, one at least
+    capped = list(width_batches(rule, np.minimum(lengths, MAX_LENGTH), 8, max_tokens=64))
+    assert [(w, rows.tolist()) for w, rows in capped] == [
+        (16, [0, 3, 6]), (32, [2]), (48, [1]), (48, [4]), (48, [7]), (160, [5]), (160, [8])]
 
 
 def test_bucketed_shards_keep_ranks_in_step(ray_local) -> None:

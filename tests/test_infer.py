@@ -91,6 +91,32 @@ def test_padding_rule_is_the_models(model_dir, records) -> None:
     assert [PaddingRule(64, "longest", 16).width(n) for n in (1, 16, 17, 63, 64)] == [16, 16, 32, 64, 64]
 
 
+def test_cpu_model_batches_are_capped_by_hidden_values(model_dir, records, monkeypatch) -> None:
+    """On CPU a model batch holds at most CPU_BATCH_VALUES hidden values (records x width x d_model x strands),
+    so long records go in small batches; the probabilities are those of uncapped batches."""
+    from raycad.infer import Predictor, load_for_inference
+    from raycad.infer import predictor as predictor_module
+
+    model, spec = load_for_inference(model_dir)
+    monkeypatch.setattr(predictor_module, "CPU_BATCH_VALUES", 32 * 2 * 64 * 3)  # d_model 32, conjoined: 192 tokens
+    capped = Predictor.from_model(model, spec, batch_size=128, device="cpu")
+    assert capped.max_tokens == 192
+    shapes: list[tuple[int, ...]] = []
+    outputs = capped.outputs
+    capped.outputs = lambda ids: shapes.append(tuple(ids.shape)) or outputs(ids)
+    batch = {"sequence": records.sequence.to_numpy(dtype=object)}
+    got = capped(batch)
+    widths = [spec.padding.width(min(len(seq), MAX_LENGTH)) for seq in records.sequence]
+    want_batches = [min(192 // w, widths.count(w)) for w in sorted(set(widths))]  # the first batch of each width
+    firsts = [rows for i, (rows, width, _) in enumerate(shapes) if i == 0 or shapes[i - 1][1] != width]
+    assert firsts == want_batches and (3, 64, 2) in shapes
+    assert sum(rows for rows, _, _ in shapes) == len(records)
+    uncapped = Predictor.from_model(model, spec, batch_size=128, device="cpu")
+    uncapped.max_tokens = None
+    want = uncapped(batch)
+    np.testing.assert_allclose(got["prob_pos"], want["prob_pos"], rtol=0, atol=1e-6)
+
+
 def test_rna_is_scored_as_its_dna(model_dir) -> None:
     """Training reads U as T (raycad.data.records.rna_to_dna); predict must too, not score [UNK] tokens."""
     dna = ["ACGTTGCA" * 3, "TTTACGTA" * 2]

@@ -94,17 +94,20 @@ def token_lengths(input_ids: Any) -> Any:
     return (ids != PAD_ID).sum(1)
 
 
-def width_batches(rule: PaddingRule, lengths: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(width, row indices) of batches of at most ``batch_size`` records that all have the same width under
-    ``rule`` (shortest first, rows in their order within a width): every record is then padded exactly to
-    its own width, whatever batch, window or actor it lands in."""
+def width_batches(rule: PaddingRule, lengths: np.ndarray, batch_size: int,
+                  max_tokens: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(width, row indices) of batches of at most ``batch_size`` records (and, with ``max_tokens``, at most
+    ``max_tokens // width`` of them, one at least) that all have the same width under ``rule`` (shortest
+    first, rows in their order within a width): every record is then padded exactly to its own width,
+    whatever batch, window or actor it lands in."""
     widths = np.array([rule.width(n) for n in lengths], dtype=np.int64)
     order = np.argsort(widths, kind="stable")
     bounds = np.flatnonzero(np.diff(widths[order])) + 1
     for group in np.split(order, bounds) if len(order) else []:
         width = int(widths[group[0]])
-        for start in range(0, len(group), batch_size):
-            yield width, group[start:start + batch_size]
+        rows = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // max(width, 1)))
+        for start in range(0, len(group), rows):
+            yield width, group[start:start + rows]
 
 
 # ---- length-aware batching for training ------------------------------------------------------------------------
