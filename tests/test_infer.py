@@ -94,11 +94,11 @@ def test_padding_rule_is_the_models(model_dir, records) -> None:
 def test_cpu_model_batches_are_capped_by_hidden_values(model_dir, records, monkeypatch) -> None:
     """On CPU a model batch holds at most CPU_BATCH_VALUES hidden values (records x width x d_model x strands),
     so long records go in small batches; the probabilities are those of uncapped batches."""
+    from raycad.data import batching
     from raycad.infer import Predictor, load_for_inference
-    from raycad.infer import predictor as predictor_module
 
     model, spec = load_for_inference(model_dir)
-    monkeypatch.setattr(predictor_module, "CPU_BATCH_VALUES", 32 * 2 * 64 * 3)  # d_model 32, conjoined: 192 tokens
+    monkeypatch.setattr(batching, "CPU_BATCH_VALUES", 32 * 2 * 64 * 3)  # d_model 32, conjoined: 192 tokens
     capped = Predictor.from_model(model, spec, batch_size=128, device="cpu")
     assert capped.max_tokens == 192
     shapes: list[tuple[int, ...]] = []

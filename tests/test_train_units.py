@@ -471,3 +471,25 @@ def test_worker_validates_with_the_weight_average() -> None:
         assert got["val_loss"] != pytest.approx(trained["val_loss"], rel=1e-5)
     finally:
         set_scan_impl("auto")
+
+
+def test_cpu_evaluation_runs_batches_in_cache_sized_calls(monkeypatch) -> None:
+    """On CPU `evaluate_batches` cuts each batch into calls of at most `cpu_tokens_per_call` tokens; the metrics
+    are those of whole-batch calls."""
+    from raycad.data import batching
+    from raycad.train.build import build_model
+    from raycad.train.loop import evaluate_batches
+
+    cfg = FinetuneConfig().with_overrides({"model.overrides": {"d_model": 16, "n_layer": 1}})
+    model = build_model(cfg, 2)
+    ids = torch.randint(7, 11, (12, 24), generator=torch.Generator().manual_seed(1))
+    batches = [{"input_ids": ids, "labels": torch.arange(12) % 2}]
+    whole = evaluate_batches(model, batches, 2, torch.device("cpu")).compute(prefix="val_")
+    calls: list[int] = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kw: calls.append(len(kw["input_ids"])) or forward(**kw))
+    monkeypatch.setattr(batching, "CPU_BATCH_VALUES", 16 * 2 * 24 * 5)  # d_model 16, conjoined: 5 records of 24
+    cut = evaluate_batches(model, batches, 2, torch.device("cpu")).compute(prefix="val_")
+    assert calls == [5, 5, 2]
+    assert cut["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)
+    assert cut["val_auroc"] == pytest.approx(whole["val_auroc"], rel=1e-9)

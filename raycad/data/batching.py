@@ -94,6 +94,23 @@ def token_lengths(input_ids: Any) -> Any:
     return (ids != PAD_ID).sum(1)
 
 
+CPU_BATCH_VALUES = 2 ** 18
+"""On CPU a model call holds at most this many hidden values (records x width x d_model x strands, a PS model's
+two strands included): the mixer's activations then stay in cache. The demo model (d_model 64, conjoined) gets 8
+records a call at 251 bp (1.3-1.6x the throughput of 128 records, 1 thread) and 2 at 1,024 bp; a PS d_model 256
+model 2 at 251 bp (1.8x). Measured in BENCHMARKS.md, "Batch inference"."""
+
+
+def cpu_tokens_per_call(config: Any, two_strands: bool = False) -> int | None:
+    """Tokens (records x width) per model call on CPU under `CPU_BATCH_VALUES` for a model with ``config``
+    (``d_model``, ``rcps``), run on both strands when ``two_strands`` (conjoined); None without a ``d_model``."""
+    d_model = getattr(config, "d_model", None)
+    if not d_model:
+        return None
+    strands = 2 if two_strands or getattr(config, "rcps", False) else 1
+    return max(1, CPU_BATCH_VALUES // (int(d_model) * strands))
+
+
 def width_batches(rule: PaddingRule, lengths: np.ndarray, batch_size: int,
                   max_tokens: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(width, row indices) of batches of at most ``batch_size`` records (and, with ``max_tokens``, at most

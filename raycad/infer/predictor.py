@@ -9,8 +9,9 @@ pool. Each actor loads the model once (an exported directory, a training checkpo
    tokenized ``input_ids`` column;
 2. `run`: groups the rows by the width the model's `PaddingRule` gives each record, cuts the groups into
    model batches of at most ``batch_size`` records (`raycad.data.batching.width_batches`: a record's result
-   does not depend on its neighbours; on CPU also at most `CPU_BATCH_VALUES` hidden values), stacks the
-   reverse-complement channel for conjoined models, calls `outputs` and puts the results back in row order;
+   does not depend on its neighbours; on CPU also at most `raycad.data.batching.CPU_BATCH_VALUES` hidden
+   values), stacks the reverse-complement channel for conjoined models, calls `outputs` and puts the results
+   back in row order;
 3. `columns`: the output columns, here ``predicted_label``, ``prob_<class>`` per class and ``truncated``,
    with every input column except ``sequence`` / ``input_ids`` passed through (``id``, ``label``, ...).
 
@@ -28,18 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from raycad.data.batching import PaddingRule, token_lengths, width_batches
+from raycad.data.batching import PaddingRule, cpu_tokens_per_call, token_lengths, width_batches
 from raycad.data.records import rna_to_dna
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-CPU_BATCH_VALUES = 2 ** 18
-"""On CPU a model batch holds at most this many hidden values (records x width x hidden channels x strands):
-the mixer's activations then stay in cache. The demo model (d_model 64, conjoined) gets 8 records a batch at
-251 bp (1.3-1.6x the throughput of 128 records, 1 thread) and 2 at 1,024 bp; a PS d_model 256 model 2 at 251 bp
-(1.8x). Measured in BENCHMARKS.md, "Batch inference"."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ class Predictor:
 
     Args:
         model: exported model directory, training checkpoint directory, or ``ray.train.Checkpoint``.
-        batch_size: records per model call at most (on CPU fewer for long records, see `CPU_BATCH_VALUES`).
+        batch_size: records per model call at most (on CPU fewer for long records: `cpu_tokens_per_call`).
         device: "cpu", "cuda" or "auto" (CUDA when this actor has a GPU).
         threads: torch threads of this actor (None: leave torch's default).
         report_process: add a ``process`` column (this actor's pid): shows where the work ran.
@@ -152,11 +148,9 @@ class Predictor:
         self.device = torch.device(device)
         self.model, self.spec = model.to(self.device).eval(), spec
         self.batch_size = int(batch_size)
-        self.max_tokens = None  # tokens per model batch: the CPU cap, in records x width
-        config = getattr(model, "config", None)
-        if self.device.type == "cpu" and config is not None:
-            values_per_token = config.d_model * (2 if config.rcps or spec.conjoin else 1)
-            self.max_tokens = max(1, CPU_BATCH_VALUES // values_per_token)
+        self.max_tokens = None  # tokens per model call (records x width): capped on CPU
+        if self.device.type == "cpu":
+            self.max_tokens = cpu_tokens_per_call(getattr(model, "config", None), spec.conjoin)
         self.report_process = report_process
         self.tokenizer = CaduceusTokenizer(padding_side="left", truncation_side=spec.truncation,
                                            invalid="n" if spec.invalid_chars == "n" else "unk")

@@ -125,16 +125,25 @@ def forward_backward(model: nn.Module, forward: Callable[..., tuple[torch.Tensor
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], num_classes: int,
                      device: torch.device, precision: str = "fp32") -> EvalAccumulator:
-    """Run ``model`` over ``batches`` and accumulate this process's metric counts (not yet all-reduced)."""
+    """Run ``model`` over ``batches`` and accumulate this process's metric counts (not yet all-reduced). On CPU
+    each batch runs in calls of at most `raycad.data.batching.cpu_tokens_per_call` tokens (as inference does)."""
+    from raycad.data.batching import cpu_tokens_per_call
+    from raycad.train.checkpoint import unwrap
+
     was_training = model.training
     model.eval()
     acc = EvalAccumulator(num_classes)
+    config = getattr(unwrap(model), "config", None)
+    max_tokens = cpu_tokens_per_call(config, getattr(config, "conjoin_eval", False)) if device.type == "cpu" else None
     for batch in batches:
-        labels = batch["labels"].to(device)
-        with autocast_context(device, precision):
-            logits = model(input_ids=batch["input_ids"].to(device)).logits
-        logits = logits.float()
-        acc.update(logits, labels, torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        ids, all_labels = batch["input_ids"], batch["labels"]
+        rows = len(ids) if max_tokens is None else max(1, max_tokens // max(ids.shape[1], 1))
+        for start in range(0, len(ids), rows):
+            labels = all_labels[start:start + rows].to(device)
+            with autocast_context(device, precision):
+                logits = model(input_ids=ids[start:start + rows].to(device)).logits
+            logits = logits.float()
+            acc.update(logits, labels, torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
     model.train(was_training)
     return acc
 
