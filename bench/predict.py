@@ -3,6 +3,7 @@
     python bench/predict.py speed [--repeats 2]        # bundled 9,034 sequences, demo-preset model, 2 CPUs
     python bench/predict.py memory --n 20000 80000     # peak RSS of driver + Ray processes vs input size
     python bench/predict.py memory --n 2000000 --length 64
+    python bench/predict.py calls                      # records per model call on CPU: throughput per thread
 
 ``speed`` scores the bundled demo's 9,034 sequences (as FASTA) with a model of the demo preset
 (caduceus-ph-1k-d64-l2; random weights cost what trained ones cost), in one process, interleaved, best of
@@ -110,6 +111,45 @@ def speed(repeats: int, records: int | None = None) -> None:
     print(f"{n} sequences; load: {os.getloadavg()}")
 
 
+def calls(shapes: list[str], tokens: list[int], records: int, repeats: int) -> None:
+    """In-process `Predictor` throughput (1 thread, conjoined for Ph) per cap on the tokens of a model call:
+    ``max_tokens`` None is the old 128-record call, "auto" `raycad.data.batching.cpu_tokens_per_call`."""
+    import torch
+
+    from raycad.data.batching import PaddingRule
+    from raycad.infer.predictor import ModelSpec, Predictor
+    from raycad.model import CaduceusConfig, CaduceusForSequenceClassification
+
+    torch.set_num_threads(1)
+    print(f"load before: {os.getloadavg()}", flush=True)
+    print(f"| preset | bp | tokens per call | records per call | records/s (best of {repeats}) |\n"
+          "|---|---:|---:|---:|---:|", flush=True)
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        preset, length = shape.rsplit(":", 1)[0], int(shape.rsplit(":", 1)[1])
+        torch.manual_seed(0)
+        model = CaduceusForSequenceClassification(CaduceusConfig.from_preset(preset, num_labels=2, conjoin_eval=True))
+        spec = ModelSpec(("0", "1"), PaddingRule(length, "longest", 16), conjoin=True)
+        bases = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, size=(records, length))]
+        batch = {"sequence": np.array([row.tobytes().decode() for row in bases], dtype=object)}
+        predictor = Predictor.from_model(model, spec, batch_size=128, device="cpu")
+        auto = predictor.max_tokens
+        predictor({"sequence": batch["sequence"][:8]})  # warm-up: kernels, allocations
+        for cap in [None, *tokens, auto]:
+            predictor.max_tokens = cap
+            best = min(_timed(predictor, batch) for _ in range(repeats))
+            per_call = 128 if cap is None else max(1, min(128, cap // length))
+            label = "128 records" if cap is None else f"{cap}" + (" (auto)" if cap == auto else "")
+            print(f"| {preset} | {length} | {label} | {per_call} | {records / best:.1f} |", flush=True)
+    print(f"load: {os.getloadavg()}")
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 def sample_rss(me, peaks: dict[str, int], stop: threading.Event) -> None:
     """Peak RSS of ``me`` and of ``me`` plus all its descendants, sampled every 0.2 s until ``stop``."""
     import psutil
@@ -176,9 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     memory_args = sub.add_parser("memory")
     memory_args.add_argument("--n", type=int, nargs="+", default=[20_000, 80_000])
     memory_args.add_argument("--length", type=int, default=251, help="bp per generated record")
+    calls_args = sub.add_parser("calls")
+    calls_args.add_argument("--shapes", nargs="+", default=["caduceus-ph-1k-d64-l2:251", "caduceus-ph-1k-d64-l2:1024",
+                                                            "caduceus-ps-1k-d256-l4:251"], metavar="PRESET:BP")
+    calls_args.add_argument("--tokens", type=int, nargs="+", default=[4096, 1024], help="other caps to time")
+    calls_args.add_argument("--records", type=int, default=256)
+    calls_args.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     if args.what == "speed":
         speed(args.repeats, args.records)
+    elif args.what == "calls":
+        calls(args.shapes, args.tokens, args.records, args.repeats)
     else:
         memory(args.n, args.length)
     return 0

@@ -97,8 +97,8 @@ def token_lengths(input_ids: Any) -> Any:
 CPU_BATCH_VALUES = 2 ** 18
 """On CPU a model call holds at most this many hidden values (records x width x d_model x strands, a PS model's
 two strands included): the mixer's activations then stay in cache. The demo model (d_model 64, conjoined) gets 8
-records a call at 251 bp (1.3-1.6x the throughput of 128 records, 1 thread) and 2 at 1,024 bp; a PS d_model 256
-model 2 at 251 bp (1.8x). Measured in BENCHMARKS.md, "Batch inference"."""
+records a call at 251 bp (1.8x the records/s of 128-record calls, 1 thread) and 2 at 1,024 bp (2.3x); a PS
+d_model 256 model 2 at 251 bp (1.8x). Measured in BENCHMARKS.md, "Batch inference"."""
 
 
 def cpu_tokens_per_call(config: Any, two_strands: bool = False) -> int | None:
