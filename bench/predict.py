@@ -14,9 +14,13 @@
   default scan;
 - ``new``: `raycad.infer.predict` on a private 2-CPU Ray instance (actors as ``raycad predict`` places them).
 
-``memory`` writes generated FASTA files of ``--n`` random records of ``--length`` bp (251) and runs `raycad.infer.predict` on
-each, sampling the RSS of this process and of all its descendant processes (Ray's raylet, workers and
-actors) every 0.2 s; flat peaks across N show the streaming keeps memory bounded.
+``memory`` writes generated FASTA files of ``--n`` random records of ``--length`` bp (251) and runs
+`raycad.infer.predict` on each, sampling the RSS of this process and of all its descendant processes (Ray's
+raylet, workers and actors) every 0.2 s; flat peaks across N show the streaming keeps memory bounded. It
+checks that the output has one row per record.
+
+``calls`` times an in-process `Predictor` (1 thread) per cap on the tokens of one model call on CPU: the old
+128-record calls, other caps and `raycad.data.batching.cpu_tokens_per_call` (the default).
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """How a model's inputs are made: what training recorded (``raycad.json`` or the checkpoint state)."""
