@@ -120,7 +120,7 @@ def calls(shapes: list[str], tokens: list[int], records: int, repeats: int) -> N
     ``max_tokens`` None is the old 128-record call, "auto" `raycad.data.batching.cpu_tokens_per_call`."""
     import torch
 
-    from raycad.data.batching import PaddingRule
+    from raycad.data.batching import PaddingRule, rows_per_call
     from raycad.infer.predictor import ModelSpec, Predictor
     from raycad.model import CaduceusConfig, CaduceusForSequenceClassification
 
@@ -142,7 +142,7 @@ def calls(shapes: list[str], tokens: list[int], records: int, repeats: int) -> N
         for cap in [None, *tokens, auto]:
             predictor.max_tokens = cap
             best = min(_timed(predictor, batch) for _ in range(repeats))
-            per_call = 128 if cap is None else max(1, min(128, cap // length))
+            per_call = rows_per_call(length, 128, cap)
             label = "128 records" if cap is None else f"{cap}" + (" (auto)" if cap == auto else "")
             print(f"| {preset} | {length} | {label} | {per_call} | {records / best:.1f} |", flush=True)
     print(f"load: {os.getloadavg()}")

@@ -111,18 +111,25 @@ def cpu_tokens_per_call(config: Any, two_strands: bool = False) -> int | None:
     return max(1, CPU_BATCH_VALUES // (int(d_model) * strands))
 
 
+def rows_per_call(width: int, batch_size: int, max_tokens: int | None) -> int:
+    """Records of ``width`` tokens in one model call: ``batch_size``, or with ``max_tokens`` at most
+    ``max_tokens // width`` of them (one at least)."""
+    if max_tokens is None:
+        return batch_size
+    return max(1, min(batch_size, max_tokens // max(width, 1)))
+
+
 def width_batches(rule: PaddingRule, lengths: np.ndarray, batch_size: int,
                   max_tokens: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(width, row indices) of batches of at most ``batch_size`` records (and, with ``max_tokens``, at most
-    ``max_tokens // width`` of them, one at least) that all have the same width under ``rule`` (shortest
-    first, rows in their order within a width): every record is then padded exactly to its own width,
+    """(width, row indices) of batches of `rows_per_call` records that all have the same width under ``rule``
+    (shortest first, rows in their order within a width): every record is then padded exactly to its own width,
     whatever batch, window or actor it lands in."""
     widths = np.array([rule.width(n) for n in lengths], dtype=np.int64)
     order = np.argsort(widths, kind="stable")
     bounds = np.flatnonzero(np.diff(widths[order])) + 1
     for group in np.split(order, bounds) if len(order) else []:
         width = int(widths[group[0]])
-        rows = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // max(width, 1)))
+        rows = rows_per_call(width, batch_size, max_tokens)
         for start in range(0, len(group), rows):
             yield width, group[start:start + rows]
 

@@ -127,7 +127,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]
                      device: torch.device, precision: str = "fp32") -> EvalAccumulator:
     """Run ``model`` over ``batches`` and accumulate this process's metric counts (not yet all-reduced). On CPU
     each batch runs in calls of at most `raycad.data.batching.cpu_tokens_per_call` tokens (as inference does)."""
-    from raycad.data.batching import cpu_tokens_per_call
+    from raycad.data.batching import cpu_tokens_per_call, rows_per_call
     from raycad.train.checkpoint import unwrap
 
     was_training = model.training
@@ -137,7 +137,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]
     max_tokens = cpu_tokens_per_call(config, getattr(config, "conjoin_eval", False)) if device.type == "cpu" else None
     for batch in batches:
         ids, all_labels = batch["input_ids"], batch["labels"]
-        rows = len(ids) if max_tokens is None else max(1, max_tokens // max(ids.shape[1], 1))
+        rows = rows_per_call(ids.shape[1], len(ids), max_tokens)
         for start in range(0, len(ids), rows):
             labels = all_labels[start:start + rows].to(device)
             with autocast_context(device, precision):
