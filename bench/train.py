@@ -10,6 +10,11 @@
 * ``main``: the main job, ``raycad finetune`` with no arguments (bundled demo, default config, 2 CPU workers),
   as a subprocess: wall time and test metrics from its results.json.
 
+* ``scan``: the issue-12 setting of "87 seq/s (2 workers)": Ray Train with 2 workers of 1 torch thread each
+  (`TorchTrainer`, DDP, the real loop and ingest) on ``--records`` bundled training records (251 bp), the demo
+  preset caduceus-ph-1k-d64-l2 (or ``--set model.preset=...``), batch 32, one epoch, with ``model.scan_impl=chunked``
+  and with the default (fused) scan, alternating, best of ``--repeats``; training phase seq/s (Ray's
+  ``train_time_s``).
 * ``seeds``: ``raycad finetune`` once per ``--seeds`` value (``--parallel`` runs them at once), the model's
   test metrics against the k-mer baseline fitted beside it, per seed and as mean and max - min.
 * ``recipe``: a candidate default (``--set`` overrides) screened without Ray: the single-process loop, one
@@ -17,6 +22,7 @@
 
     python bench/train.py --only baseline throughput main --write
     python bench/train.py --only seeds --seeds 0 1 2 --write
+    python bench/train.py --only scan --records 2048 --repeats 2
     python bench/train.py --only recipe --seeds 0 --set model.preset=caduceus-ps-1k-d64-l2 --set train.epochs=5
 """
 
@@ -164,6 +170,45 @@ def bench_throughput(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return res, md
 
 
+def bench_scan(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from raycad.config import FinetuneConfig
+    from raycad.data import prepare_datasets
+    from raycad.runtime import init_ray
+    from raycad.train.trainer import build_trainer
+
+    cfg = FinetuneConfig.load(overrides=[
+        "model.preset=caduceus-ph-1k-d64-l2", "scaling.num_workers=2", "train.torch_threads=1",
+        "train.batch_size=32", "train.epochs=1", f"data.limit={args.records}", "baseline.enabled=false",
+        f"run.output_dir={tempfile.mkdtemp(prefix='raycad-bench-')}", *args.set])
+    init_ray(num_cpus=os.cpu_count())
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    data = prepare_datasets(cfg)
+    data.datasets = {k: ds.materialize() for k, ds in data.datasets.items() if k != "test"}
+    load_before = _load()
+    runs: dict[str, list[float]] = {"chunked": [], "fused": []}
+    for rep in range(args.repeats):
+        for impl, done in runs.items():
+            run_cfg = cfg.with_overrides({"model.scan_impl": "chunked" if impl == "chunked" else "auto"})
+            result = build_trainer(run_cfg, data, name=f"bench-scan-{impl}-{rep}", num_train=args.records).fit()
+            done.append(result.return_value["history"][0]["train_sequences_per_s"])
+            print(f"{impl}: {done[-1]:.1f} seq/s", flush=True)
+    best = {k: max(v) for k, v in runs.items()}
+    ratio = best["fused"] / best["chunked"]
+    res = {**{f"{k}_sequences_per_s": v for k, v in best.items()}, "runs": runs, "ratio": ratio,
+           "records": args.records, "load_before": load_before, "load_after": _load()}
+    md = (f"### Training step through Ray Train, 2 workers: fused vs chunked scan\n\n"
+          f"`{cfg.model.preset}`, {args.records:,} bundled training records (251 bp), batch 32 (16 per worker), "
+          f"2 Ray Train workers of 1 torch thread, one epoch, training phase only; best of {args.repeats} "
+          f"alternating runs (chunked: {', '.join(f'{x:.1f}' for x in runs['chunked'])}; fused: "
+          f"{', '.join(f'{x:.1f}' for x in runs['fused'])} seq/s). Load average {load_before} before, "
+          f"{res['load_after']} after.\n\n| scan | train seq/s |\n|---|---:|\n"
+          f"| chunked | {best['chunked']:.1f} |\n| fused (default) | {best['fused']:.1f} |\n\n"
+          f"fused / chunked = **{ratio:.2f}x** (target >= 3x: {'met' if ratio >= 3 else 'not met'}).\n")
+    return res, md
+
+
 # ---- the main job --------------------------------------------------------------------------------------------------
 
 
@@ -301,6 +346,7 @@ def bench_recipe(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[dict[str, Any], str]]] = {
     "baseline": bench_baseline,
     "throughput": bench_throughput,
+    "scan": bench_scan,
     "main": bench_main,
     "seeds": bench_seeds,
     "recipe": bench_recipe,
@@ -347,12 +393,12 @@ def run_benchmarks(parser: argparse.ArgumentParser, benchmarks: dict[str, Callab
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (throughput)")
-    parser.add_argument("--records", type=int, default=1024, help="training records timed (throughput)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray runs (throughput)")
+    parser.add_argument("--records", type=int, default=1024, help="training records timed (throughput, scan)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs (throughput, scan)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (seeds)")
     parser.add_argument("--parallel", action="store_true", help="run the seeds concurrently (seeds)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra raycad finetune override for every seed (seeds)")
+                        help="extra raycad finetune override (seeds, scan)")
     return run_benchmarks(parser, BENCHMARKS, "bench/train.py", argv=argv,
                           default=["baseline", "throughput", "main"])
 

@@ -4,8 +4,9 @@ groups records of equal width so a record's padding never depends on its neighbo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from raycad.data.batching import PaddingRule, bucket_batches, token_lengths, width_batches
+from raycad.data.batching import PaddingRule, bucket_batches, shuffled_rows, token_lengths, width_batches
 from raycad.model.tokenizer import CaduceusTokenizer
 
 MAX_LENGTH = 160
@@ -58,11 +59,20 @@ def test_width_batches_group_equal_widths() -> None:
         (16, [0, 3, 6]), (32, [2]), (48, [1]), (48, [4]), (48, [7]), (160, [5]), (160, [8])]
 
 
-def test_bucketed_shards_keep_ranks_in_step(ray_local) -> None:
-    """Bucketing runs before the shard split: `streaming_split(equal=True)` (what Ray Train does) gives both
-    ranks the same number of batches, each padded only to its own longest record; every batch is whole."""
-    import threading
+def test_shuffled_rows_is_a_seeded_permutation() -> None:
+    rows = list(range(50))
+    once = list(shuffled_rows(iter(rows), 8, seed=3))
+    assert sorted(once) == rows and once != rows
+    assert list(shuffled_rows(iter(rows), 8, seed=3)) == once  # what keeps every rank on the same batch
+    assert list(shuffled_rows(iter(rows), 8, seed=4)) != once
+    assert sorted(shuffled_rows(iter(rows[:3]), 8, seed=0)) == rows[:3]  # fewer rows than the buffer
 
+
+@pytest.mark.parametrize("materialize", [True, False])
+def test_bucketed_ranks_train_on_slices_of_the_same_batches(ray_local, materialize) -> None:
+    """Bucketing at the global batch: each rank reads the whole (unsplit) bucketed Dataset, streamed or
+    materialized, and at every step holds its slice of the same global batch, padded to the same width: the
+    same number of steps, disjoint records, every record once per epoch; the order changes between epochs."""
     import ray.data
 
     from raycad.config import FinetuneConfig
@@ -71,27 +81,28 @@ def test_bucketed_shards_keep_ranks_in_step(ray_local) -> None:
 
     rule = PaddingRule(MAX_LENGTH, "longest", 16)
     data = tokenized(203, seed=1)
-    rows = [{"input_ids": data["input_ids"][i], "label": int(data["label"][i]), "key": int(data["key"][i])}
-            for i in range(203)]
-    bucketed = bucket_dataset(ray.data.from_items(rows, override_num_blocks=3), batch_size=8, rule=rule, seed=0,
-                              window_batches=4).materialize()
-    n_rows = bucketed.count()
-    shards = bucketed.streaming_split(2, equal=True)
+    # label = the record's index, to tell which records a batch holds
+    rows = [{"input_ids": data["input_ids"][i], "label": i, "key": int(data["key"][i])} for i in range(203)]
+    bucketed = bucket_dataset(ray.data.from_items(rows, override_num_blocks=3), batch_size=16, rule=rule, seed=0,
+                              ranks=2, window_batches=4)
+    if materialize:
+        bucketed = bucketed.materialize()
     cfg = FinetuneConfig().with_overrides({"data.rc_augment": 0.0})
-    seen: dict[int, list] = {0: [], 1: []}
 
-    def consume(rank: int) -> None:
-        for batch in iter_batches(shards[rank], cfg, "train", 1, epoch=0, seed_offset=rank, rows_are_batches=True):
-            seen[rank].append(batch)
+    def epoch(rank: int, number: int) -> list[dict]:
+        return list(iter_batches(bucketed, cfg, "train", 1, epoch=number, seed_offset=rank, rows_are_batches=True,
+                                 shuffle_rows=4, rank=rank, world=2))
 
-    threads = [threading.Thread(target=consume, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert len(seen[0]) == len(seen[1]) == n_rows // 2 > 3  # same number of steps on both ranks
-    for batch in seen[0] + seen[1]:
-        ids = batch["input_ids"].numpy()
-        assert ids.shape[1] == rule.width(int(token_lengths(ids).max())) and len(ids) <= 8
-        assert batch["labels"].shape == (len(ids),)
-    assert len({b["input_ids"].shape[1] for b in seen[0] + seen[1]}) > 3  # several buckets, not one width
+    ranks = [epoch(0, 0), epoch(1, 0)]
+    assert len(ranks[0]) == len(ranks[1]) == bucketed.count() > 8  # every rank reads every batch
+    seen = []
+    for mine, theirs in zip(*ranks):
+        assert mine["global_batch"] == theirs["global_batch"]
+        assert mine["input_ids"].shape[1] == theirs["input_ids"].shape[1]  # in step: the same width
+        both = np.concatenate([mine["input_ids"].numpy(), theirs["input_ids"].numpy()])
+        assert both.shape[1] == rule.width(int(token_lengths(both).max())) and 2 <= len(both) <= 16 + 1
+        assert abs(len(mine["input_ids"]) - len(theirs["input_ids"])) <= 1
+        seen += mine["labels"].tolist() + theirs["labels"].tolist()
+    assert sorted(seen) == list(range(203))  # each record once
+    assert [b["global_batch"] for b in epoch(0, 1)] != [b["global_batch"] for b in ranks[0]]  # reshuffled
+

@@ -50,7 +50,11 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
     from raycad.train.checkpoint import load_exported, load_model_from_checkpoint
 
     out = tmp_path / "runs"
-    args = ["finetune", str(tiny_data["train"]), "--workers", "2", "--epochs", "2", "--output", str(out),
+    # training records of 20-251 bp: length-bucketed global batches, each of the 2 workers on its half
+    train = pd.read_csv(tiny_data["train"])
+    train["sequence"] = [s[:n] for s, n in zip(train.sequence, np.resize([20, 36, 52, 251], len(train)))]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    args = ["finetune", str(tmp_path / "train.csv"), "--workers", "2", "--epochs", "2", "--output", str(out),
             "--name", "cli", "--set", "model.preset=caduceus-ph-1k-d128-l4",
             "--set", "model.overrides={d_model: 32, n_layer: 1}", "--set", "peft.method=lora",
             "--set", f"data.validation={tiny_data['validation']}", "--set", f"data.test={tiny_data['test']}",
@@ -60,11 +64,14 @@ def test_cli_finetune_evaluate_predict_lora_export(ray_local, tiny_data, tmp_pat
     results = json.loads((run / "results.json").read_text())
     err = capsys.readouterr().err
     assert "raycad finetune: cli" in err and "-mer LR (C=" in err  # the results table, baseline beside the model
+    assert "length buckets: 6 global batches of ~16 records" in err
     assert "LoRA without pretrained weights" in err  # peft.method=lora on a random init is warned about
     baseline = results["baseline"]  # the k-mer baseline on the very same records
     assert baseline["records"] == {"train": 96, "validation": 32, "test": 32} and baseline["test_n"] == 32
     assert baseline["k"] in (3, 4, 5, 6) and 0 <= baseline["test_accuracy"] <= 1
     assert results["epochs_run"] == 2 and [h["epoch"] for h in results["history"]] == [1, 2]
+    # bucketed: 6 global batches of 16 an epoch, every record trained (none left out by a shard split)
+    assert [(h["step"], h["train_samples"]) for h in results["history"]] == [(6, 96), (12, 96)]
     assert results["data"]["splits"]["train"]["records"] == 96 and results["test_metrics"]["test_n"] == 32
     for key in ("test_accuracy", "test_f1", "test_mcc", "test_auroc"):
         assert 0 <= results["test_metrics"][key] <= 1 or key == "test_mcc"

@@ -392,6 +392,30 @@ def test_worker_steps_alone_train_validate_and_stop_early() -> None:
         torch.set_num_threads(threads)
 
 
+def test_worker_epoch_plan_for_split_and_bucketed_data() -> None:
+    """Split data: each of 2 workers gets num_rows // 2 records in per-worker batches. Length-bucketed data: every
+    worker reads all ``num_rows`` global batches (its slice of each), so the epoch has one step per row."""
+    from raycad.train.build import build_model
+    from raycad.train.loop import make_worker
+
+    cfg = FinetuneConfig().with_overrides({"model.preset": "caduceus-ph-1k-d128-l4", "train.batch_size": 16,
+                                           "train.epochs": 3, "model.overrides": {"d_model": 32, "n_layer": 1},
+                                           "data.max_length": 64})
+    model, cpu = build_model(cfg, 2), torch.device("cpu")
+    split = make_worker(cfg, model, num_classes=2, num_rows=100, device=cpu, rank=1, world=2)
+    assert (split.rows_per_batch, split.batches_per_epoch) == (8, 7)  # 50 records per worker in batches of 8
+    bucketed = make_worker(cfg, model, num_classes=2, num_rows=7, device=cpu, rank=1, world=2, bucketed=True)
+    assert (bucketed.rows_per_batch, bucketed.batches_per_epoch) == (1, 7)
+    # the LR schedule spans every step of every epoch: 7 per epoch in both cases, 21 in all
+    floor = cfg.optim.lr * cfg.schedule.min_lr_ratio
+    for w in (split, bucketed):
+        for _ in range(20):
+            w.scheduler.step()
+        assert w.scheduler.get_last_lr()[0] > floor * 1.001
+        w.scheduler.step()
+        assert w.scheduler.get_last_lr()[0] == pytest.approx(floor)
+
+
 def _train_validate_stop(w, batches) -> None:
     from raycad.train.loop import end_epoch, train_epoch, validate
 

@@ -16,13 +16,16 @@ Under ``longest`` a record's result depends on how much padding its batch gives 
 evaluation, ``raycad evaluate``, ``raycad predict``) batches only records of the same width
 (`width_batches`): each record is padded exactly to its own length rounded up to ``multiple``, whatever
 input order, window or actor it lands in. Training buckets by length (`bucket_dataset`): a window of
-records is sorted by width and cut into consecutive runs, so each batch holds records of similar length and
-pads only to its own longest one (rounded up), at most one bucket step more than inference gives them.
+records is sorted by width and cut into consecutive runs of one *global* batch each, so each batch holds
+records of similar length and pads only to its own longest one (rounded up), at most one bucket step more than
+inference gives them. Every DDP rank reads the same global batches in the same seeded order and trains on its
+slice of each, so at every step all ranks hold batches of the same width and none waits for a
+wider one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -139,14 +142,16 @@ BUCKET_WINDOW_BATCHES = 64
 """Batches per sorting window of `bucket_dataset`: larger windows give tighter buckets, smaller ones more mixing."""
 
 
-def bucket_batches(batch: dict[str, np.ndarray], *, batch_size: int, rule: PaddingRule,
-                   seed: int) -> dict[str, np.ndarray]:
-    """A window of tokenized rows -> one row per batch of ``batch_size`` records of similar length.
+def bucket_batches(batch: dict[str, np.ndarray], *, batch_size: int, rule: PaddingRule, seed: int,
+                   min_size: int = 1) -> dict[str, np.ndarray]:
+    """A window of tokenized rows -> one row per (global) batch of ``batch_size`` records of similar length.
 
     Records are ordered by their width under ``rule`` (ties in a seeded order that depends on each record's
     ``key`` only), cut into consecutive runs, and each run is cropped to the width of its own longest
-    record. Output columns hold one array per batch: ``input_ids`` [b, width] uint8, ``label`` [b] and
-    ``key`` [b]; ``width`` and ``size`` are plain integers.
+    record. A last run of fewer than ``min_size`` records (the number of DDP ranks that share each batch) joins
+    the run before it, so only a window of fewer than ``min_size`` records gives a batch that small. Output
+    columns hold one array per batch: ``input_ids`` [b, width] uint8, ``label`` [b] and ``key`` [b]; ``width``
+    and ``size`` are plain integers.
     """
     from raycad.data.preprocess import uniform_from_keys
 
@@ -155,9 +160,11 @@ def bucket_batches(batch: dict[str, np.ndarray], *, batch_size: int, rule: Paddi
     lengths = token_lengths(ids)
     widths = np.array([rule.width(n) for n in lengths], dtype=np.int64) if len(ids) else np.zeros(0, np.int64)
     order = np.lexsort((uniform_from_keys(keys, seed, 0xB0C), widths))
+    runs = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    if len(runs) > 1 and len(runs[-1]) < min_size:
+        runs[-2:] = [np.concatenate(runs[-2:])]
     out: dict[str, list] = {"input_ids": [], "label": [], "key": [], "width": [], "size": []}
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in runs:
         part = rule.crop(ids[rows], lengths[rows])
         out["input_ids"].append(np.ascontiguousarray(part))
         out["label"].append(np.asarray(batch["label"])[rows].astype(np.int64))
@@ -176,15 +183,34 @@ def _object_array(items: list[np.ndarray]) -> np.ndarray:
     return arr
 
 
-def bucket_dataset(ds: Any, *, batch_size: int, rule: PaddingRule, seed: int,
+def bucket_dataset(ds: Any, *, batch_size: int, rule: PaddingRule, seed: int, ranks: int = 1,
                    window_batches: int = BUCKET_WINDOW_BATCHES) -> Any:
-    """A training Dataset of tokenized records -> a Dataset with one row per batch (`bucket_batches`).
+    """A training Dataset of tokenized records -> a Dataset with one row per global batch (`bucket_batches`).
 
-    Run before Ray Train's shard split: ``streaming_split(equal=True)`` then gives every rank the same
-    number of rows, i.e. the same number of batches, so DDP ranks stay in step; each rank's batch is
-    padded only to its own bucket. The batch order is shuffled per epoch by the loader's seeded local
-    shuffle (rows = batches); which records share a batch is fixed by ``seed`` (the windows and
-    tie-breaks do not change between epochs).
+    Not split across Ray Train workers: every rank reads all rows, in the same order (``preserve_order``) and
+    the same seeded per-epoch shuffle (`shuffled_rows`), and trains on its slice ``[rank::world]`` of each, so
+    DDP ranks take the same number of steps on batches of the same width. ``ranks``: how many share each batch (a batch
+    has at least that many records unless its whole window has fewer). Which records share a batch is fixed by
+    ``seed`` (the windows and tie-breaks do not change between epochs); the batch order changes every epoch.
     """
-    return ds.map_batches(bucket_batches, batch_size=batch_size * window_batches, batch_format="numpy",
-                          fn_kwargs={"batch_size": batch_size, "rule": rule, "seed": seed})
+    out = ds.map_batches(bucket_batches, batch_size=batch_size * window_batches, batch_format="numpy",
+                         fn_kwargs={"batch_size": batch_size, "rule": rule, "seed": seed, "min_size": ranks})
+    out.context.execution_options.preserve_order = True
+    return out
+
+
+def shuffled_rows(rows: Iterable[Any], buffer: int, seed: int) -> Iterator[Any]:
+    """``rows`` through a shuffle buffer of ``buffer`` rows seeded by ``seed``: the same input sequence and seed
+    give the same output sequence in every process (what keeps the ranks of `bucket_dataset` in step)."""
+    rng = np.random.default_rng(seed)
+    pool: list[Any] = []
+    for row in rows:
+        if len(pool) < buffer:
+            pool.append(row)
+            continue
+        i = int(rng.integers(len(pool)))
+        pool[i], row = row, pool[i]
+        yield row
+    rng.shuffle(pool)
+    yield from pool
+

@@ -218,21 +218,16 @@ class BatchCollator(NumpyBatchCollateFn):
     """
 
     def __init__(self, rc_prob: float = 0.0, salt: tuple[int, ...] = (0,), conjoin: bool = False,
-                 padding: str = "max_length", pad_multiple: int = 1, rows_are_batches: bool = False) -> None:
+                 padding: str = "max_length", pad_multiple: int = 1) -> None:
         super().__init__()
         self.rc_prob = float(rc_prob)
         self.salt = tuple(int(s) for s in salt)
         self.conjoin = conjoin
         self.padding, self.pad_multiple = padding, int(pad_multiple)
-        self.rows_are_batches = rows_are_batches
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         import torch
 
-        if self.rows_are_batches:  # one row = one length-bucketed batch (`raycad.data.batching.bucket_dataset`)
-            if len(batch["input_ids"]) != 1:
-                raise ValueError(f"bucketed rows must be read one at a time, got {len(batch['input_ids'])}")
-            batch = {k: np.asarray(v[0]) for k, v in batch.items() if k in ("input_ids", "label", "key")}
         ids = np.asarray(batch["input_ids"], dtype=np.int64)
         if ids.size:
             ids = PaddingRule(ids.shape[1], self.padding, self.pad_multiple).crop(ids)
@@ -248,12 +243,10 @@ class BatchCollator(NumpyBatchCollateFn):
         return out
 
 
-def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int = 0,
-                  rows_are_batches: bool = False) -> BatchCollator:
+def make_collator(cfg: FinetuneConfig, split: str, epoch: int, seed_offset: int = 0) -> BatchCollator:
     """The collator a split gets: RC augmentation on train only; conjoined per ``head.conjoin_*``."""
     train = split == "train"
     return BatchCollator(
-        rows_are_batches=rows_are_batches,
         rc_prob=cfg.data.rc_augment if train else 0.0,
         salt=(cfg.train.seed, epoch, seed_offset, 0xA11),
         conjoin=cfg.head.conjoin_train if train else cfg.head.conjoin_eval,
@@ -278,25 +271,64 @@ def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, e
                  seed_offset: int = 0, device: Any = None,
                  collate_fn: BatchCollator | None = None,
                  rows_are_batches: bool = False,
-                 shuffle_rows: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                 shuffle_rows: int | None = None, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard(split)``) or a Dataset.
 
     The train split is shuffled through a local buffer of ``shuffle_rows`` rows (`shuffle_buffer_rows`;
     default: 4 batches, at least 1,024 rows) and reverse-complement augmented, both seeded by
     ``(cfg.train.seed, epoch, seed_offset)``; other splits come in order, unaugmented. ``device=None``
     lets Ray pick the worker's device. ``collate_fn`` replaces the split's `make_collator` (pre-training
-    passes its masking collator). With ``rows_are_batches`` (length-bucketed training data) every row is a
-    whole batch: ``batch_size`` must be 1 and the shuffle buffer shuffles batches.
+    passes its masking collator). With ``rows_are_batches`` (length-bucketed training data, not split across
+    workers) see `iter_global_batches`: ``batch_size`` must be 1.
     """
     train = split == "train"
+    collate_fn = collate_fn or make_collator(cfg, split, epoch, seed_offset)
+    if rows_are_batches:
+        if batch_size != 1:
+            raise ValueError(f"bucketed rows are whole batches: read them one at a time, not {batch_size}")
+        seed = int(preprocess.seed_mix(cfg.train.seed, epoch, 0x5F1) % (1 << 31)) if train else None
+        yield from iter_global_batches(shard, collate_fn, seed=seed, shuffle_rows=shuffle_rows or 256, rank=rank,
+                                       world=world, device=device)
+        return
     shuffle = {}
     if train:
         salt = int(preprocess.seed_mix(cfg.train.seed, epoch, seed_offset, 0x5F1) % (1 << 31))
-        size = shuffle_rows or (256 if rows_are_batches else max(4 * batch_size, 1024))
-        shuffle = {"local_shuffle_buffer_size": size, "local_shuffle_seed": salt}
+        shuffle = {"local_shuffle_buffer_size": shuffle_rows or max(4 * batch_size, 1024), "local_shuffle_seed": salt}
     yield from shard.iter_torch_batches(
         batch_size=batch_size,
-        collate_fn=collate_fn or make_collator(cfg, split, epoch, seed_offset, rows_are_batches),
+        collate_fn=collate_fn,
         device=device if device is not None else "auto",
         **shuffle,
     )
+
+
+def iter_global_batches(dataset: Any, collate_fn: BatchCollator, *, seed: int | None, shuffle_rows: int, rank: int,
+                        world: int, device: Any = None) -> Iterator[dict[str, Any]]:
+    """Rank ``rank``'s part of every global batch of a length-bucketed Dataset (`raycad.data.batching.bucket_dataset`,
+    one row per batch, read whole by every rank): rows in the Dataset's order, shuffled by `shuffled_rows` with
+    ``seed`` (None: not shuffled), each collated and cut to its records ``[rank::world]``. Every rank computes the same
+    sequence, so all take the same steps on batches of the same width; ``"global_batch"`` (an int of the batch's
+    keys) lets the train loop check that. A batch of fewer than ``world`` records cannot give every rank one:
+    it is left out on every rank, and rank 0 logs how many records that was."""
+    import torch
+
+    from raycad.data.batching import shuffled_rows
+
+    rows = iter(dataset.iter_rows())
+    if seed is not None:
+        rows = shuffled_rows(rows, shuffle_rows, seed)
+    target = None if device is None or device == "auto" else torch.device(device)
+    left_out = 0
+    for row in rows:
+        keys = np.asarray(row["key"], dtype=np.uint64)
+        if len(keys) < world:
+            left_out += len(keys)
+            continue
+        # collated whole (cropped to the global batch's width), then sliced: every rank gets the same width
+        whole = collate_fn({name: np.asarray(row[name]) for name in ("input_ids", "label", "key")})
+        batch = {k: v[rank::world].contiguous().to(target or v.device) for k, v in whole.items()}
+        batch["global_batch"] = int(np.bitwise_xor.reduce(keys.view(np.int64)))
+        yield batch
+    if left_out and rank == 0:
+        log.warning("%d training record(s) in batches of fewer records than the %d workers were left out of this "
+                    "epoch", left_out, world)

@@ -3,8 +3,8 @@
 `train_loop_per_worker(config)` is `setup`, then per epoch `train_epoch`, `validate`, `end_epoch` and
 `report`; each works alone (`make_worker` builds a `Worker` without Ray). It receives ``{"cfg":
 FinetuneConfig.to_dict(), "num_classes", "class_names", "max_length", "num_train", "cpus_per_worker",
-"train_batch_rows"}`` (the last is set when the training data is length-bucketed: one row per per-worker
-batch) and, on every worker:
+"train_batch_rows"}`` (the last is set when the training data is length-bucketed: one row per global batch,
+read by every worker) and, on every worker:
 
 1. sets torch threads to the worker's CPUs, builds the model (seeded, identical on every rank), applies LoRA,
    wraps it for DDP with ``ray.train.torch.prepare_model``;
@@ -157,6 +157,17 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def same_on_every_rank(value: int, device: torch.device) -> bool:
+    """Whether every DDP rank passed the same integer (one all-reduce of two int64)."""
+    tensor = torch.tensor([value, -value], dtype=torch.int64)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_backend() == "nccl":
+            tensor = tensor.to(device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    largest, smallest = tensor.cpu().tolist()
+    return largest == -smallest
+
+
 # ---- worker plumbing shared by the fine-tuning and pre-training loops ----------------------------------------
 
 
@@ -273,18 +284,21 @@ def make_worker(cfg: FinetuneConfig, model: nn.Module, *, num_classes: int, num_
     workers."""
     from raycad.data.loader import shuffle_buffer_rows
 
-    rows_per_batch = 1 if bucketed else cfg.train.batch_size // world
+    per_worker = cfg.train.batch_size // world
+    # bucketed: every rank reads all ``num_rows`` global batches (`raycad.data.loader.iter_global_batches`)
+    rows_per_batch, split = (1, 1) if bucketed else (per_worker, world)
+    shard_rows = num_rows // split
     max_length = (meta or {}).get("max_length") or cfg.data.max_length
-    row_tokens = max_length * (cfg.train.batch_size // world if bucketed else 1) if max_length else None
-    epoch_steps = steps_per_epoch(num_rows, world, rows_per_batch, cfg.train.grad_accum)
+    row_tokens = max_length * (per_worker * world if bucketed else 1) if max_length else None
+    epoch_steps = steps_per_epoch(num_rows, split, rows_per_batch, cfg.train.grad_accum)
     optimizer = build_optimizer(model, cfg)
     average = WeightAverage(model, cfg.train.weight_average) if cfg.train.weight_average else None
     return Worker(cfg=cfg, model=model, optimizer=optimizer, average=average,
                   scheduler=build_scheduler(optimizer, cfg, epoch_steps * cfg.train.epochs),
                   scaler=grad_scaler(device, cfg.train.precision), device=device, num_classes=num_classes,
-                  rows_per_batch=rows_per_batch, batches_per_epoch=math.ceil((num_rows // world) / rows_per_batch),
+                  rows_per_batch=rows_per_batch, batches_per_epoch=math.ceil(shard_rows / rows_per_batch),
                   rank=rank, world=world, bucketed=bucketed, meta=dict(meta or {}),
-                  shuffle_rows=shuffle_buffer_rows(num_rows // world, row_tokens, rows_per_batch) if row_tokens else None)
+                  shuffle_rows=shuffle_buffer_rows(shard_rows, row_tokens, rows_per_batch) if row_tokens else None)
 
 
 def setup(config: dict[str, Any]) -> Worker:
@@ -324,6 +338,9 @@ def train_epoch(w: Worker, batches: Iterable[dict[str, torch.Tensor]]) -> dict[s
     loss_sum, seen, micro = 0.0, 0, 0
     w.optimizer.zero_grad(set_to_none=True)
     for batch in batches:
+        if "global_batch" in batch and w.world > 1 and not same_on_every_rank(batch["global_batch"], w.device):
+            raise RuntimeError(f"rank {w.rank} is not on the same length-bucketed batch as the other ranks at batch "
+                               f"{micro + 1}: the training data was not read in the same order on every worker")
         input_ids, labels = batch["input_ids"].to(w.device), batch["labels"].to(w.device)
         micro += 1
         sync = micro % accum == 0
@@ -415,7 +432,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         epoch, start = progress.epoch, time.perf_counter()
         train = train_epoch(w, iter_batches(train_shard, cfg, "train", w.rows_per_batch, epoch, seed_offset=w.rank,
                                             device=w.device, rows_are_batches=w.bucketed,
-                                            shuffle_rows=w.shuffle_rows))
+                                            shuffle_rows=w.shuffle_rows, rank=w.rank, world=w.world))
         val = validate(w, iter_batches(val_shard, cfg, "validation", eval_batch, epoch, seed_offset=w.rank,
                                        device=w.device))
         report(w, end_epoch(w, train, val, time.perf_counter() - start))

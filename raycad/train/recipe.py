@@ -210,7 +210,8 @@ def _results(run: _Prepared, fitted: _Fitted, test_split: str, test_eval: Any, m
         "config": cfg.to_dict(),
         "data": run.report,
         # streaming_split(equal=True) gives every worker the same number of rows: up to num_workers - 1 rows of
-        # train/validation are left out of each epoch / evaluation. Counted here, never silently.
+        # train/validation are left out of each epoch / evaluation (length-bucketed training: the records of any
+        # batch with fewer records than workers). Counted here, never silently.
         "rows_left_out_by_equal_split": {
             "train_per_epoch": num_train - int(history[-1].get("train_samples", num_train)) if history else 0,
             "validation": num_val - int(best.get("val_n", num_val)),

@@ -166,7 +166,8 @@ def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int
 def bucket_training_data(data: PreparedData, cfg: FinetuneConfig, *, materialize: bool) -> int | None:
     """Length-bucket the training split (`raycad.data.batching.bucket_dataset`) when ``data.padding`` is
     "longest", ``data.length_buckets`` is on and its records do not all get the same width; returns the
-    number of batch rows (None when left as records). One pass over the lengths decides."""
+    number of global-batch rows (None when left as records). One pass over the lengths decides. Every worker
+    reads the bucketed rows whole (`build_trainer` does not split them) and trains on its share of each."""
     from raycad.data.batching import PaddingRule, bucket_dataset, token_lengths
 
     if cfg.data.padding != "longest" or not cfg.data.length_buckets:
@@ -177,13 +178,16 @@ def bucket_training_data(data: PreparedData, cfg: FinetuneConfig, *, materialize
     shortest, longest = lengths.min("length"), lengths.max("length")
     if shortest is None or rule.width(shortest) == rule.width(longest):
         return None
-    per_worker = cfg.train.batch_size // cfg.scaling.num_workers
-    bucketed = bucket_dataset(data.datasets["train"], batch_size=per_worker, rule=rule, seed=cfg.train.seed)
+    workers = cfg.scaling.num_workers
+    global_batch = cfg.train.batch_size // workers * workers
+    bucketed = bucket_dataset(data.datasets["train"], batch_size=global_batch, rule=rule, seed=cfg.train.seed,
+                              ranks=workers)
     if materialize:
         bucketed = bucketed.materialize()
     rows = bucketed.count()
-    log.info("length buckets: %d training batches of <= %d records, widths %d..%d (pad_multiple %d)", rows,
-             per_worker, rule.width(shortest), rule.width(longest), rule.multiple)
+    log.info("length buckets: %d global batches of ~%d records (each of %d worker(s) trains on its share), widths "
+             "%d..%d (pad_multiple %d)", rows, global_batch, workers, rule.width(shortest), rule.width(longest),
+             rule.multiple)
     data.datasets["train"] = bucketed
     return rows
 
@@ -200,7 +204,8 @@ def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | 
 
     ``num_train`` (the training-set size, for the LR schedule) is counted when not given. ``train_loop``
     replaces `train_loop_per_worker` (tests use it to inject failures). ``train_batch_rows``: the number of
-    rows of a length-bucketed training set (`bucket_training_data`; one row per per-worker batch).
+    rows of a length-bucketed training set (`bucket_training_data`; one row per global batch, not split across
+    workers).
     """
     from raycad.train.loop import train_loop_per_worker
 
@@ -223,17 +228,18 @@ def build_trainer(cfg: FinetuneConfig, data: PreparedData, *, callbacks: list | 
         cfg, train_loop or train_loop_per_worker, loop_config,
         {"train": data.datasets["train"], "validation": data.datasets["validation"]}, name=name,
         storage_path=storage_path, callbacks=callbacks,
-        score=(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode))
+        score=(cfg.train.early_stopping_metric, cfg.train.early_stopping_mode),
+        split=["validation"] if train_batch_rows else None)
 
 
 def make_torch_trainer(cfg: Any, loop: Any, loop_config: dict[str, Any], datasets: dict[str, Any], *, name: str,
                        storage_path: str | None = None, callbacks: list | None = None,
-                       score: tuple[str, str] | None = None) -> TorchTrainer:
+                       score: tuple[str, str] | None = None, split: list[str] | None = None) -> TorchTrainer:
     """The `TorchTrainer` of a run config (`FinetuneConfig` or `PretrainConfig`): workers and their resources
     from ``cfg.scaling``, storage, `FailureConfig` and checkpoint retention from ``cfg.run``.
 
-    The loop receives ``{**loop_config, "cfg": cfg.to_dict(), "cpus_per_worker"}``; ``datasets`` are split
-    evenly across workers. ``score=(metric, mode)`` keeps the best checkpoints by that metric, None the latest.
+    The loop receives ``{**loop_config, "cfg": cfg.to_dict(), "cpus_per_worker"}``; ``datasets`` (those named in
+    ``split``; default all) are split evenly across workers, the others read whole by every worker. ``score=(metric, mode)`` keeps the best checkpoints by that metric, None the latest.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -264,7 +270,7 @@ def make_torch_trainer(cfg: Any, loop: Any, loop_config: dict[str, Any], dataset
             callbacks=callbacks or None,
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets)),
+        dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets) if split is None else split),
     )
 
 
