@@ -302,13 +302,17 @@ def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, e
     )
 
 
+GLOBAL_BATCH_MASK = (1 << 62) - 1
+"""The bits of the XOR of a global batch's keys that `iter_global_batches` passes on (a positive int64)."""
+
+
 def iter_global_batches(dataset: Any, collate_fn: BatchCollator, *, seed: int | None, shuffle_rows: int, rank: int,
                         world: int, device: Any = None) -> Iterator[dict[str, Any]]:
     """Rank ``rank``'s part of every global batch of a length-bucketed Dataset (`raycad.data.batching.bucket_dataset`,
     one row per batch, read whole by every rank): rows in the Dataset's order, shuffled by `shuffled_rows` with
     ``seed`` (None: not shuffled), each collated and cut to its records ``[rank::world]``. Every rank computes the same
-    sequence, so all take the same steps on batches of the same width; ``"global_batch"`` (an int of the batch's
-    keys) lets the train loop check that. A batch of fewer than ``world`` records cannot give every rank one:
+    sequence, so all take the same steps on batches of the same width; ``"global_batch"`` (the XOR of the batch's
+    keys, `GLOBAL_BATCH_MASK` bits) lets the train loop check that. A batch of fewer than ``world`` records cannot give every rank one:
     it is left out on every rank, and rank 0 logs how many records that was."""
     import torch
 
@@ -327,7 +331,7 @@ def iter_global_batches(dataset: Any, collate_fn: BatchCollator, *, seed: int | 
         # collated whole (cropped to the global batch's width), then sliced: every rank gets the same width
         whole = collate_fn({name: np.asarray(row[name]) for name in ("input_ids", "label", "key")})
         batch = {k: v[rank::world].contiguous().to(target or v.device) for k, v in whole.items()}
-        batch["global_batch"] = int(np.bitwise_xor.reduce(keys.view(np.int64)))
+        batch["global_batch"] = int(np.bitwise_xor.reduce(keys) & np.uint64(GLOBAL_BATCH_MASK))
         yield batch
     if left_out and rank == 0:
         log.warning("%d training record(s) in batches of fewer records than the %d workers were left out of this "

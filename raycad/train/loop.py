@@ -149,23 +149,23 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        if torch.distributed.get_backend() == "nccl":
-            tensor = tensor.to(device)
-        torch.distributed.all_reduce(tensor)
-    return tensor.cpu().tolist()
+    return _all_reduce(torch.tensor(values, dtype=torch.float64), device).tolist()
 
 
 def same_on_every_rank(value: int, device: torch.device) -> bool:
-    """Whether every DDP rank passed the same integer (one all-reduce of two int64)."""
-    tensor = torch.tensor([value, -value], dtype=torch.int64)
+    """Whether every DDP rank passed the same integer (|value| < 2^63; one all-reduce of two int64)."""
+    largest, smallest = _all_reduce(torch.tensor([value, -value], dtype=torch.int64), device, "max").tolist()
+    return largest == -smallest
+
+
+def _all_reduce(tensor: torch.Tensor, device: torch.device, op: str = "sum") -> torch.Tensor:
+    """``tensor`` reduced over the DDP ranks (itself when not distributed), on the CPU."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if torch.distributed.get_backend() == "nccl":
             tensor = tensor.to(device)
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-    largest, smallest = tensor.cpu().tolist()
-    return largest == -smallest
+        reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+        torch.distributed.all_reduce(tensor, op=reduce_op)
+    return tensor.cpu()
 
 
 # ---- worker plumbing shared by the fine-tuning and pre-training loops ----------------------------------------
