@@ -1,11 +1,11 @@
 """Epoch time on variable-length data: everything padded to the longest record vs length-bucketed batches.
 
     python bench/buckets.py [--n 128] [--batch-size 16] [--repeats 2]
-    python bench/buckets.py --ray [--n 300] [--test-n 200] [--repeats 1]
+    python bench/buckets.py --ray [--n 300] [--test-n 200] [--repeats 1] [--chunked-before] [--lengths uniform]
 
-Generates ``--n`` random records of 258-3,061 bp, tokenizes them to max_length 3,061, and times one training epoch (forward,
-backward, AdamW step; demo preset caduceus-ph-1k-d64-l2, 2 torch threads, the default scan) over the same
-records in two batchings, interleaved, best of ``--repeats``:
+Generates ``--n`` random records of 258-3,061 bp (``--lengths``, below), tokenizes them to max_length 3,061,
+and times one training epoch (forward, backward, AdamW step; demo preset caduceus-ph-1k-d64-l2, 2 torch
+threads, the default scan) over the same records in two batchings, interleaved, best of ``--repeats``:
 
 - ``padded``: ``data.padding=max_length``: every batch 3,061 wide (what raycad did before);
 - ``bucketed``: `raycad.data.batching.bucket_batches` (padding "longest", pad_multiple 16): each batch

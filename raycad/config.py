@@ -328,7 +328,9 @@ class DataSection(SourceSection):
     """With padding "longest": batch widths are multiples of this (few distinct shapes)."""
     length_buckets: bool = True
     """With padding "longest" and records of different widths: train on length-bucketed batches (records of
-    similar length together, see `raycad.data.batching.bucket_dataset`)."""
+    similar length together, every worker on its slice of the same batch; see
+    `raycad.data.batching.bucket_dataset`). The bucketed training split is held in Ray's object store (spilled
+    to disk when larger); false streams it."""
     truncation: Literal["left", "right", "center"] = "right"
     """Where an over-long sequence is cut (Hugging Face ``truncation_side``): "right" cuts the end and keeps the
     start (the paper's pipeline), "left" keeps the end, "center" cuts both ends equally and keeps the middle."""

@@ -106,3 +106,26 @@ def test_bucketed_ranks_train_on_slices_of_the_same_batches(ray_local, materiali
     assert sorted(seen) == list(range(203))  # each record once
     assert [b["global_batch"] for b in epoch(0, 1)] != [b["global_batch"] for b in ranks[0]]  # reshuffled
 
+
+
+def test_length_bucketed_copies_the_data_it_buckets(ray_local) -> None:
+    """What a tune trial or fold trains on: a copy with the training split bucketed at this config's global batch
+    (the shared data keeps its records); data whose records all get one width stays as records."""
+    import ray.data
+
+    from raycad.config import FinetuneConfig
+    from raycad.data.loader import PreparedData
+    from raycad.train.trainer import length_bucketed
+
+    data = tokenized(100, seed=2)
+    rows = [{"input_ids": data["input_ids"][i], "label": int(data["label"][i]), "key": int(data["key"][i])}
+            for i in range(100)]
+    train = ray.data.from_items(rows)
+    shared = PreparedData({"train": train, "validation": train}, ["0", "1"], MAX_LENGTH, "test")
+    cfg = FinetuneConfig().with_overrides({"train.batch_size": 16, "scaling.num_workers": 2})
+    copy, batch_rows = length_bucketed(shared, cfg)
+    assert shared.datasets["train"] is train and copy.datasets["validation"] is train
+    assert batch_rows == copy.datasets["train"].count() == 7  # ceil(100 / 16) global batches
+    assert sum(len(r["label"]) for r in copy.datasets["train"].iter_rows()) == 100
+    same_width = PreparedData({"train": train, "validation": train}, ["0", "1"], MAX_LENGTH, "test")
+    assert length_bucketed(same_width, cfg.with_overrides({"data.padding": "max_length"}))[1] is None

@@ -34,11 +34,13 @@ TINY_SPACE = {"lr": {"low": 1e-5, "high": 3e-2, "log": True}, "batch_size": [16]
               "method": ["full"], "d_model": [16], "n_layer": [1]}
 
 
-def _write_task(demo: pd.DataFrame, root: Path, name: str, offset: int) -> dict[str, str]:
+def _write_task(demo: pd.DataFrame, root: Path, name: str, offset: int, vary: bool = False) -> dict[str, str]:
     paths = {}
     for split, n in (("train", 32), ("validation", 16), ("test", 16)):
         part = demo[demo.split == split].groupby("label").nth(range(offset, offset + n)).sample(
             frac=1, random_state=0)
+        if vary and split == "train":  # 20-251 bp: the trials train on length-bucketed batches
+            part["sequence"] = [s[:k] for s, k in zip(part.sequence, [20, 36, 52, 251] * len(part))]
         path = root / f"{name}_{split}.csv"
         part[["id", "sequence", "label"]].to_csv(path, index=False)
         paths[split] = str(path)
@@ -47,13 +49,14 @@ def _write_task(demo: pd.DataFrame, root: Path, name: str, offset: int) -> dict[
 
 @pytest.fixture(scope="module")
 def tiny_tasks(tmp_path_factory) -> list[dict]:
-    """Two small user datasets (64/32/32 records) cut from different rows of the bundled demo."""
+    """Two small user datasets (64/32/32 records) cut from different rows of the bundled demo; the second one's
+    training records have different lengths."""
     from raycad.data.loader import BUNDLED_DEMO
 
     root = tmp_path_factory.mktemp("tune_data")
     demo = pd.read_parquet(BUNDLED_DEMO)
     return [{"name": "promoters_a", "data": _write_task(demo, root, "a", 0)},
-            {"name": "promoters_b", "data": _write_task(demo, root, "b", 100)}]
+            {"name": "promoters_b", "data": _write_task(demo, root, "b", 100, vary=True)}]
 
 
 def _sweep_yaml(path: Path, tasks: list[dict], **fields) -> Path:

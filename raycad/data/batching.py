@@ -19,8 +19,7 @@ input order, window or actor it lands in. Training buckets by length (`bucket_da
 records is sorted by width and cut into consecutive runs of one *global* batch each, so each batch holds
 records of similar length and pads only to its own longest one (rounded up), at most one bucket step more than
 inference gives them. Every DDP rank reads the same global batches in the same seeded order and trains on its
-slice of each, so at every step all ranks hold batches of the same width and none waits for a
-wider one.
+slice of each, so at every step all ranks hold batches of the same width and none waits for a wider one.
 """
 
 from __future__ import annotations
@@ -188,10 +187,11 @@ def bucket_dataset(ds: Any, *, batch_size: int, rule: PaddingRule, seed: int, ra
     """A training Dataset of tokenized records -> a Dataset with one row per global batch (`bucket_batches`).
 
     Not split across Ray Train workers: every rank reads all rows, in the same order (``preserve_order``) and
-    the same seeded per-epoch shuffle (`shuffled_rows`), and trains on its slice ``[rank::world]`` of each, so
-    DDP ranks take the same number of steps on batches of the same width. ``ranks``: how many share each batch (a batch
-    has at least that many records unless its whole window has fewer). Which records share a batch is fixed by
-    ``seed`` (the windows and tie-breaks do not change between epochs); the batch order changes every epoch.
+    the same seeded per-epoch shuffle (`shuffled_rows`), and trains on its slice ``[rank::world]`` of each,
+    so DDP ranks take the same number of steps on batches of the same width. ``ranks``: how many share each
+    batch (a batch has at least that many records unless its whole window has fewer). Which records share a
+    batch is fixed by ``seed`` (the windows and tie-breaks do not change between epochs); the batch order
+    changes every epoch.
     """
     out = ds.map_batches(bucket_batches, batch_size=batch_size * window_batches, batch_format="numpy",
                          fn_kwargs={"batch_size": batch_size, "rule": rule, "seed": seed, "min_size": ranks})

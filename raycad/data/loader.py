@@ -271,7 +271,8 @@ def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, e
                  seed_offset: int = 0, device: Any = None,
                  collate_fn: BatchCollator | None = None,
                  rows_are_batches: bool = False,
-                 shuffle_rows: int | None = None, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+                 shuffle_rows: int | None = None, rank: int = 0,
+                 world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's dataset shard (``ray.train.get_dataset_shard(split)``) or a Dataset.
 
     The train split is shuffled through a local buffer of ``shuffle_rows`` rows (`shuffle_buffer_rows`;
@@ -293,7 +294,8 @@ def iter_batches(shard: Any, cfg: FinetuneConfig, split: str, batch_size: int, e
     shuffle = {}
     if train:
         salt = int(preprocess.seed_mix(cfg.train.seed, epoch, seed_offset, 0x5F1) % (1 << 31))
-        shuffle = {"local_shuffle_buffer_size": shuffle_rows or max(4 * batch_size, 1024), "local_shuffle_seed": salt}
+        shuffle = {"local_shuffle_buffer_size": shuffle_rows or max(4 * batch_size, 1024),
+                   "local_shuffle_seed": salt}
     yield from shard.iter_torch_batches(
         batch_size=batch_size,
         collate_fn=collate_fn,
@@ -306,14 +308,15 @@ GLOBAL_BATCH_MASK = (1 << 62) - 1
 """The bits of the XOR of a global batch's keys that `iter_global_batches` passes on (a positive int64)."""
 
 
-def iter_global_batches(dataset: Any, collate_fn: BatchCollator, *, seed: int | None, shuffle_rows: int, rank: int,
-                        world: int, device: Any = None) -> Iterator[dict[str, Any]]:
-    """Rank ``rank``'s part of every global batch of a length-bucketed Dataset (`raycad.data.batching.bucket_dataset`,
-    one row per batch, read whole by every rank): rows in the Dataset's order, shuffled by `shuffled_rows` with
-    ``seed`` (None: not shuffled), each collated and cut to its records ``[rank::world]``. Every rank computes the same
-    sequence, so all take the same steps on batches of the same width; ``"global_batch"`` (the XOR of the batch's
-    keys, `GLOBAL_BATCH_MASK` bits) lets the train loop check that. A batch of fewer than ``world`` records cannot give every rank one:
-    it is left out on every rank, and rank 0 logs how many records that was."""
+def iter_global_batches(dataset: Any, collate_fn: BatchCollator, *, seed: int | None, shuffle_rows: int,
+                        rank: int, world: int, device: Any = None) -> Iterator[dict[str, Any]]:
+    """Rank ``rank``'s part of every global batch of a length-bucketed Dataset (one row per batch, read whole by
+    every rank; `raycad.data.batching.bucket_dataset`): rows in the Dataset's order, shuffled by `shuffled_rows`
+    with ``seed`` (None: not shuffled), each collated and cut to its records ``[rank::world]``. Every rank
+    computes the same sequence, so all take the same steps on batches of the same width; ``"global_batch"``
+    (the XOR of the batch's keys, `GLOBAL_BATCH_MASK` bits) lets the train loop check that. A batch of fewer
+    than ``world`` records cannot give every rank one: it is left out on every rank, and rank 0 logs how many
+    records that was."""
     import torch
 
     from raycad.data.batching import shuffled_rows

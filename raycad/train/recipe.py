@@ -48,7 +48,6 @@ class _Prepared:
     data: PreparedData
     report: dict[str, Any]
     counts: dict[str, int]
-    cached: bool
 
 
 @dataclass
@@ -113,11 +112,11 @@ def _prepare(cfg: FinetuneConfig, plan: Any) -> _Prepared:
     report = data.report()
     data.check(report)  # a single class, a stray label, non-DNA: an error before training
     counts = {split: info["records"] for split, info in report["splits"].items()}
-    cached = cache_small_data(data, cfg, sum(counts.values()))
+    cache_small_data(data, cfg, sum(counts.values()))
     check_resumed_data(run_dir, data.class_names, data.max_length)
     if not (run_dir / "config.yaml").is_file():  # a resumed run keeps its own
         cfg.save(run_dir / "config.yaml")
-    return _Prepared(cfg, name, run_dir, data, report, counts, cached)
+    return _Prepared(cfg, name, run_dir, data, report, counts)
 
 
 def _given(cfg: FinetuneConfig, data: PreparedData, report: dict[str, Any] | None) -> _Prepared:
@@ -128,7 +127,7 @@ def _given(cfg: FinetuneConfig, data: PreparedData, report: dict[str, Any] | Non
         raise ValueError("finetune(data=...) needs the data's report (data_report=...)")
     cfg, name, run_dir = start_run(cfg, default_run_name(cfg))
     counts = {split: info["records"] for split, info in report["splits"].items()}
-    return _Prepared(cfg, name, run_dir, data, report, counts, cached=True)
+    return _Prepared(cfg, name, run_dir, data, report, counts)
 
 
 def _before_fit(run: _Prepared) -> tuple[dict[str, Any] | None, int | None]:
@@ -144,7 +143,7 @@ def _before_fit(run: _Prepared) -> tuple[dict[str, Any] | None, int | None]:
     records = collect_records(data, cfg.baseline.max_records)  # ids, sequence hashes, token ids
     run.report["audit"] = audit_splits(records, run.run_dir / "splits")  # record ids per split, duplicates
     baseline = baseline_step(cfg, data, records)  # None if baseline.enabled=false
-    return baseline, bucket_training_data(data, cfg, materialize=run.cached)  # after everything reading records
+    return baseline, bucket_training_data(data, cfg)  # after everything reading records
 
 
 def _fit(run: _Prepared, batch_rows: int | None) -> _Fitted:

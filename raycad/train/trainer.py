@@ -12,6 +12,7 @@ checkpoint evaluation (the whole job that uses them is `raycad.train.recipe.fine
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from datetime import datetime
@@ -163,33 +164,55 @@ def cache_small_data(data: PreparedData, cfg: FinetuneConfig, total_records: int
     return True
 
 
-def bucket_training_data(data: PreparedData, cfg: FinetuneConfig, *, materialize: bool) -> int | None:
+def bucket_training_data(data: PreparedData, cfg: FinetuneConfig) -> int | None:
     """Length-bucket the training split (`raycad.data.batching.bucket_dataset`) when ``data.padding`` is
     "longest", ``data.length_buckets`` is on and its records do not all get the same width; returns the
-    number of global-batch rows (None when left as records). One pass over the lengths decides. Every worker
-    reads the bucketed rows whole (`build_trainer` does not split them) and trains on its share of each."""
-    from raycad.data.batching import PaddingRule, bucket_dataset, token_lengths
+    number of global-batch rows (None when left as records). One pass over the lengths decides.
+
+    Every worker reads the bucketed rows whole (`build_trainer` does not split them) and trains on its share
+    of each. They are materialized here, in the object store (spilled to disk when larger), because a Dataset
+    that is not split is executed by each worker itself, with Ray Data's share of the CPUs: inside a Tune trial
+    that share can be nothing, and the first batch would never come. ``data.length_buckets=false`` streams the
+    training split instead (each batch padded to its own longest record, ranks not in step)."""
+    from raycad.data.batching import PaddingRule, bucket_dataset
 
     if cfg.data.padding != "longest" or not cfg.data.length_buckets:
         return None
     rule = PaddingRule.from_config(cfg.data, data.max_length)
-    lengths = data.datasets["train"].map_batches(
-        lambda b: {"length": token_lengths(b["input_ids"])}, batch_format="numpy")
-    shortest, longest = lengths.min("length"), lengths.max("length")
-    if shortest is None or rule.width(shortest) == rule.width(longest):
+    # per-block spans by map tasks, not Dataset.min/max: their shuffle tasks would be pinned to the placement
+    # group of a Tune trial (a sliver of one CPU) and never run
+    spans = data.datasets["train"].map_batches(_length_span, batch_format="numpy").take_all()
+    if not spans:
+        return None
+    shortest, longest = min(r["shortest"] for r in spans), max(r["longest"] for r in spans)
+    if rule.width(shortest) == rule.width(longest):
         return None
     workers = cfg.scaling.num_workers
     global_batch = cfg.train.batch_size // workers * workers
     bucketed = bucket_dataset(data.datasets["train"], batch_size=global_batch, rule=rule, seed=cfg.train.seed,
-                              ranks=workers)
-    if materialize:
-        bucketed = bucketed.materialize()
+                              ranks=workers).materialize()
     rows = bucketed.count()
     log.info("length buckets: %d global batches of ~%d records (each of %d worker(s) trains on its share), widths "
              "%d..%d (pad_multiple %d)", rows, global_batch, workers, rule.width(shortest), rule.width(longest),
              rule.multiple)
     data.datasets["train"] = bucketed
     return rows
+
+
+def _length_span(batch: dict[str, Any]) -> dict[str, list[int]]:
+    from raycad.data.batching import token_lengths
+
+    lengths = token_lengths(batch["input_ids"])
+    return {"shortest": [int(lengths.min())], "longest": [int(lengths.max())]} if len(lengths) else \
+        {"shortest": [], "longest": []}
+
+
+def length_bucketed(data: PreparedData, cfg: FinetuneConfig) -> tuple[PreparedData, int | None]:
+    """A copy of ``data`` whose training split is length-bucketed for ``cfg`` (`bucket_training_data`), and its
+    batch rows for `build_trainer`; ``data`` itself (shared by tune trials and folds, whose batch sizes may
+    differ) is left as it is."""
+    copy = dataclasses.replace(data, datasets=dict(data.datasets))
+    return copy, bucket_training_data(copy, cfg)
 
 
 def default_run_name(cfg: FinetuneConfig) -> str:
@@ -238,8 +261,9 @@ def make_torch_trainer(cfg: Any, loop: Any, loop_config: dict[str, Any], dataset
     """The `TorchTrainer` of a run config (`FinetuneConfig` or `PretrainConfig`): workers and their resources
     from ``cfg.scaling``, storage, `FailureConfig` and checkpoint retention from ``cfg.run``.
 
-    The loop receives ``{**loop_config, "cfg": cfg.to_dict(), "cpus_per_worker"}``; ``datasets`` (those named in
-    ``split``; default all) are split evenly across workers, the others read whole by every worker. ``score=(metric, mode)`` keeps the best checkpoints by that metric, None the latest.
+    The loop receives ``{**loop_config, "cfg": cfg.to_dict(), "cpus_per_worker"}``; ``datasets`` (those named
+    in ``split``; default all) are split evenly across workers, the others read whole by every worker.
+    ``score=(metric, mode)`` keeps the best checkpoints by that metric, None the latest.
     """
     import ray.train
     from ray.train.torch import TorchTrainer

@@ -242,13 +242,15 @@ def _run_cv_trial(cfg: FinetuneConfig, folds: list[PreparedData], trial_id: str,
 
     from raycad.train import build_trainer, evaluate_checkpoint
     from raycad.train.cv import aggregate
-    from raycad.train.trainer import best_checkpoint
+    from raycad.train.trainer import best_checkpoint, length_bucketed
 
     fold_cfg = cfg.with_overrides({"train.cv_folds": 0})
     metric, mode = cfg.train.early_stopping_metric, cfg.train.early_stopping_mode
     rows = []
     for i, fold in enumerate(folds, start=1):
-        result = build_trainer(fold_cfg, fold, name=f"trial_{trial_id}_fold{i}", storage_path=storage_path).fit()
+        train_data, batch_rows = length_bucketed(fold, fold_cfg)
+        result = build_trainer(fold_cfg, train_data, name=f"trial_{trial_id}_fold{i}", storage_path=storage_path,
+                               train_batch_rows=batch_rows).fit()
         if result.error:
             raise result.error
         checkpoint, best = best_checkpoint(result, metric, mode)
@@ -266,11 +268,13 @@ def _run_cv_trial(cfg: FinetuneConfig, folds: list[PreparedData], trial_id: str,
 def _run_trial(params: TrialParams, *, base: dict[str, Any], data: PreparedData, num_train: int,
                storage_path: str, log_path: str | None, folds: list[PreparedData] | None = None) -> None:
     """Tune function trainable: fit the ``raycad finetune`` trainer with this trial's parameters (or, with
-    ``folds``, one per cross-validation fold: `_run_cv_trial`)."""
+    ``folds``, one per cross-validation fold: `_run_cv_trial`), on length-bucketed batches when the records'
+    widths differ (as ``raycad finetune`` does)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raycad.train import build_trainer
+    from raycad.train.trainer import length_bucketed
     from raycad.tune.cleanup import PlacementGroupRecorder
 
     cfg = apply(params, FinetuneConfig.from_dict(base))
@@ -282,8 +286,9 @@ def _run_trial(params: TrialParams, *, base: dict[str, Any], data: PreparedData,
         _run_cv_trial(cfg, folds, trial_id, storage_path)
         return
     callbacks = [TuneReportCallback(), PlacementGroupRecorder(trial_id)]
-    trainer = build_trainer(cfg, data, callbacks=callbacks, name=f"trial_{trial_id}",
-                            storage_path=storage_path, num_train=num_train)
+    train_data, batch_rows = length_bucketed(data, cfg)  # this trial's batch size
+    trainer = build_trainer(cfg, train_data, callbacks=callbacks, name=f"trial_{trial_id}",
+                            storage_path=storage_path, num_train=num_train, train_batch_rows=batch_rows)
     result = trainer.fit()
     if result.error:
         raise result.error
