@@ -203,8 +203,9 @@ def _length_span(batch: dict[str, Any]) -> dict[str, list[int]]:
     from raycad.data.batching import token_lengths
 
     lengths = token_lengths(batch["input_ids"])
-    return {"shortest": [int(lengths.min())], "longest": [int(lengths.max())]} if len(lengths) else \
-        {"shortest": [], "longest": []}
+    if not len(lengths):
+        return {"shortest": [], "longest": []}
+    return {"shortest": [int(lengths.min())], "longest": [int(lengths.max())]}
 
 
 def length_bucketed(data: PreparedData, cfg: FinetuneConfig) -> tuple[PreparedData, int | None]:
