@@ -213,4 +213,3 @@ def shuffled_rows(rows: Iterable[Any], buffer: int, seed: int) -> Iterator[Any]:
         yield row
     rng.shuffle(pool)
     yield from pool
-
